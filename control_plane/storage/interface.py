@@ -11,8 +11,9 @@ with "/" so that ``/ns/a/`` never matches ``/ns/ab/...``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Literal, Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""Request bodies: size limit, content types, JSON/YAML parsing, schema decoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from control_plane.api import errors, schema
+from skiff.api.resources import ResourceType
+
+MAX_BODY = 3 * 1024 * 1024  # Kubernetes' default max request body
+JSON_TYPES = ("", "application/json", "*/*")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+               "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+
+
+async def read_raw(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise errors.too_large("Request entity too large: limit is 3145728")
+    data = await request.content.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise errors.too_large("Request entity too large: limit is 3145728")
+    return data
+
+
+def media_type(request: web.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid number literal {name}")
+
+
+def parse_document(data: bytes, content_type: str) -> Any:
+    """JSON (also with no Content-Type: the Python client sends none) or YAML."""
+    if content_type in JSON_TYPES:
+        try:
+            return json.loads(data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
+    if content_type in YAML_TYPES:
+        try:
+            return yaml.safe_load(data)
+        except (yaml.YAMLError, RecursionError, ValueError) as e:
+            raise errors.bad_request(f"error converting YAML to JSON: {e}") from None
+    raise errors.unsupported_media_type(content_type)
+
+
+def check_kind(rt: ResourceType, obj: Any, expected_kind: str | None = None,
+               expected_api_version: str | None = None) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise errors.bad_request(f"the body of the request must be a JSON object ({rt.kind}), "
+                                 f"not {type(obj).__name__}")
+    kind = expected_kind or rt.kind
+    api_version = expected_api_version or rt.api_version
+    body_kind, body_version = obj.get("kind"), obj.get("apiVersion")
+    if body_kind not in (None, "") and body_kind != kind:
+        raise errors.bad_request(f"the kind in the request body ({body_kind!s:.60}) does not match the kind "
+                                 f"of the resource ({kind})")
+    if body_version not in (None, "") and body_version != api_version:
+        raise errors.bad_request(f"the API version in the data ({body_version!s:.60}) does not match the "
+                                 f"expected API version ({api_version})")
+    return obj
+
+
+def decode_object(rt: ResourceType, obj: dict[str, Any], field_validation: str, warnings: list[str],
+                  model: str | None = None) -> dict[str, Any]:
+    """Schema-check a body: wrong types are a 400; unknown fields are dropped, and
+    rejected (Strict) or reported as warnings (Warn)."""
+    model = model or schema.model_for(rt.api_version, rt.kind)
+    if model is None:
+        return obj
+    decoded = schema.decode(model, obj)
+    if decoded.type_errors:
+        raise errors.bad_request(f"{rt.kind} in version \"{rt.version}\" cannot be handled as a {rt.kind}: "
+                                 + "; ".join(decoded.type_errors[:5]))
+    if decoded.unknown:
+        if field_validation == "Strict":
+            raise errors.bad_request("strict decoding error: "
+                                     + ", ".join(f'unknown field "{p}"' for p in decoded.unknown[:20]))
+        if field_validation == "Warn":
+            warnings.extend(f'unknown field "{p}"' for p in decoded.unknown[:20])
+    result: dict[str, Any] = decoded.obj
+    return result

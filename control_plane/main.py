@@ -1,0 +1,106 @@
+"""`skiff server`: the control plane process (API server; the scheduler and controller
+manager join it in later issues, as k3s runs them in one process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from control_plane.api.auth import TokenAuthenticator, ensure_token_file
+from control_plane.api.certs import ensure_pki
+from control_plane.api.kubeconfig import write_kubeconfig
+from control_plane.api.server import build_app
+from control_plane.api.settings import ApiServerSettings
+from control_plane.controllers.manager import CONTROLLERS, run_controllers
+from control_plane.storage.sqlite import SQLiteStore
+from skiff.client.api import ApiClient
+from skiff.client.kubeconfig import load_kubeconfig
+
+log = logging.getLogger("skiff.server")
+
+
+def add_server_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("server", help="run the control plane (API server)")
+    p.add_argument("--data-dir", type=Path, default=Path("/var/lib/skiff/server"),
+                   help="state, PKI, tokens and admin.kubeconfig live here")
+    p.add_argument("--port", "--secure-port", dest="port", type=int, default=6443)
+    p.add_argument("--bind-address", default="0.0.0.0")
+    p.add_argument("--advertise-address", default=None,
+                   help="address other hosts reach this server on (default: the bind address, or 127.0.0.1)")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--tls-san", action="append", default=[], help="extra name or IP for the serving certificate")
+    p.add_argument("--max-requests-inflight", type=int, default=400)
+    p.add_argument("--max-mutating-requests-inflight", type=int, default=200)
+    p.add_argument("--controllers", default=",".join(CONTROLLERS),
+                   help="comma-separated controllers to run in this process ('' for none)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ApiServerSettings:
+    low, _, high = args.service_node_port_range.partition("-")
+    advertise = args.advertise_address or (args.bind_address if args.bind_address not in ("0.0.0.0", "::")
+                                           else "127.0.0.1")
+    return ApiServerSettings(
+        data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.port,
+        advertise_address=advertise, service_cidr=ipaddress.IPv4Network(args.service_cluster_ip_range),
+        node_port_range=(int(low), int(high)), max_requests_inflight=args.max_requests_inflight,
+        max_mutating_requests_inflight=args.max_mutating_requests_inflight, extra_sans=list(args.tls_san))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    controllers = [c for c in args.controllers.split(",") if c]
+    unknown = set(controllers) - set(CONTROLLERS)
+    if unknown:
+        raise SystemExit(f"unknown controllers: {', '.join(sorted(unknown))}; known: {', '.join(CONTROLLERS)}")
+    asyncio.run(serve(settings_from_args(args), controllers))
+    return 0
+
+
+async def serve(settings: ApiServerSettings, controllers: list[str]) -> None:
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    hosts = ["localhost", "127.0.0.1", socket.gethostname(), "kubernetes", "kubernetes.default",
+             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", settings.kubernetes_service_ip,
+             settings.advertise_address, *settings.extra_sans]
+    if settings.bind_address not in ("0.0.0.0", "::"):
+        hosts.append(settings.bind_address)
+    pki = ensure_pki(data / "pki", hosts)
+    token = ensure_token_file(data / "tokens.csv")
+    authn = TokenAuthenticator.from_file(data / "tokens.csv")
+    store = SQLiteStore(str(data / "state.db"), compaction_window=settings.compaction_window)
+    app = build_app(settings, store, authn)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+    write_kubeconfig(data / "admin.kubeconfig", f"https://{settings.advertise_url_host}",
+                     pki.ca_cert.read_bytes(), token)
+    site = web.TCPSite(runner, settings.bind_address, settings.secure_port, ssl_context=tls, backlog=1024)
+    await site.start()
+    log.info("serving on https://%s:%d; admin kubeconfig: %s", settings.bind_address, settings.secure_port,
+             data / "admin.kubeconfig")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    kubeconfig = data / "admin.kubeconfig"
+    async with ApiClient(load_kubeconfig(kubeconfig)) as client:
+        manager = asyncio.create_task(run_controllers(client, controllers)) if controllers else None
+        await stop.wait()
+        log.info("shutting down")
+        if manager is not None:
+            manager.cancel()
+            await asyncio.gather(manager, return_exceptions=True)
+    await runner.cleanup()
