@@ -106,6 +106,7 @@ def free_port() -> int:
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], Target]:
     port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "wb")  # stays open as long as the server runs
     proc = subprocess.Popen([*skiff_command(), "server", "--data-dir", str(data_dir), "--port", str(port),
                              "--bind-address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
@@ -236,7 +237,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dir (and server.log)")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-api-", dir=args.dir))
+    tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-api-", dir=args.dir)).resolve()
     proc: subprocess.Popen[bytes] | None = None
     try:
         floor = fsync_floor(tmp / "floor.db", 3.0, VALUE.encode())

@@ -23,7 +23,13 @@ READY_TIMEOUT="${SKIFF_DEMO_READY_TIMEOUT:-60}"
 
 log() { printf '[demo] %s\n' "$*" >&2; }
 
-DATA_DIR="${SKIFF_DEMO_DIR:-$(mktemp -d /tmp/skiff-demo.XXXXXX)}"
+if [[ -n ${SKIFF_DEMO_DIR:-} ]]; then
+    DATA_DIR="$SKIFF_DEMO_DIR"
+    OWN_DIR=0
+else
+    DATA_DIR="$(mktemp -d /tmp/skiff-demo.XXXXXX)"
+    OWN_DIR=1
+fi
 mkdir -p "$DATA_DIR"
 KUBECONFIG_FILE="$DATA_DIR/admin.kubeconfig"
 LOG_FILE="$DATA_DIR/server.log"
@@ -49,7 +55,14 @@ on_exit() {
         log "failed (exit $rc); last lines of $LOG_FILE:"
         tail -n 40 "$LOG_FILE" >&2 || true
     fi
-    [[ $KEEP -eq 1 && $rc -eq 0 ]] || stop_server
+    [[ $KEEP -eq 1 && $rc -eq 0 ]] && return
+    stop_server
+    # Keep the data dir (and its server.log) when something failed, to look into it.
+    if [[ $rc -eq 0 && $OWN_DIR -eq 1 ]]; then
+        rm -rf "$DATA_DIR"
+    elif [[ $rc -ne 0 ]]; then
+        log "data dir and log kept in $DATA_DIR"
+    fi
 }
 trap on_exit EXIT
 

@@ -58,12 +58,11 @@ def check_kind(rt: ResourceType, obj: Any, expected_kind: str | None = None,
     kind = expected_kind or rt.kind
     api_version = expected_api_version or rt.api_version
     body_kind, body_version = obj.get("kind"), obj.get("apiVersion")
-    if body_kind not in (None, "") and body_kind != kind:
-        raise errors.bad_request(f"the kind in the request body ({body_kind!s:.60}) does not match the kind "
-                                 f"of the resource ({kind})")
-    if body_version not in (None, "") and body_version != api_version:
-        raise errors.bad_request(f"the API version in the data ({body_version!s:.60}) does not match the "
-                                 f"expected API version ({api_version})")
+    kind_ok = body_kind in (None, "") or body_kind == kind
+    version_ok = body_version in (None, "") or body_version == api_version
+    if not (kind_ok and version_ok):
+        raise errors.bad_request(f"the object in the request body ({body_version!s:.60}, Kind={body_kind!s:.60}) "
+                                 f"does not match the resource it was sent to ({api_version}, Kind={kind})")
     return obj
 
 

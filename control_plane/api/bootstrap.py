@@ -17,8 +17,7 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 async def _ensure(objects: Objects, plural: str, namespace: str | None, obj: dict[str, Any]) -> None:
-    rt = REGISTRY.by_plural("", "v1", plural)
-    assert rt is not None
+    rt = REGISTRY.require("", "v1", plural)
     try:
         await objects.create(rt, namespace, obj, WriteOptions())
         log.info("created %s %s", plural, obj["metadata"]["name"])

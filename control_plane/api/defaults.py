@@ -391,9 +391,13 @@ def _carry_service_allocations(obj: Obj, old: Obj) -> None:
     if isinstance(ips, list) and ips and ips == old_spec.get("clusterIPs") and isinstance(new_ip, str) \
             and new_ip and new_ip != old_spec.get("clusterIP"):
         spec["clusterIPs"] = [new_ip, *ips[1:]]
-    old_ports = {(p.get("port"), p.get("protocol") or "TCP"): p for p in _dicts(old_spec, "ports")}
+    def port_key(port: Obj) -> tuple[int, str] | None:
+        number, protocol = port.get("port"), port.get("protocol") or "TCP"
+        return (number, protocol) if isinstance(number, int) and isinstance(protocol, str) else None
+
+    old_ports = {port_key(p): p for p in _dicts(old_spec, "ports")}
     for port in _dicts(spec, "ports"):
-        previous = old_ports.get((port.get("port"), port.get("protocol") or "TCP"))
+        previous = old_ports.get(port_key(port)) if port_key(port) is not None else None
         if previous is not None and not port.get("nodePort") and previous.get("nodePort"):
             port["nodePort"] = previous["nodePort"]
     if not spec.get("healthCheckNodePort") and old_spec.get("healthCheckNodePort"):

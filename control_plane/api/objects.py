@@ -39,9 +39,8 @@ from skiff.api.selectors import FieldSelector, LabelSelector, object_fields
 
 log = logging.getLogger(__name__)
 
-NAMESPACES = REGISTRY.by_plural("", "v1", "namespaces")
-SERVICES = REGISTRY.by_plural("", "v1", "services")
-assert NAMESPACES and SERVICES
+NAMESPACES = REGISTRY.require("", "v1", "namespaces")
+SERVICES = REGISTRY.require("", "v1", "services")
 PATCH_RETRIES = 5
 
 
@@ -203,10 +202,11 @@ class Objects:
         if rt.namespaced:
             await self._check_namespace_open(namespace or "")
         allocated = await self._allocate(rt, obj, None)
+        if opts.dry_run:
+            await self._release(allocated)
+            obj["metadata"]["resourceVersion"] = ""
+            return obj
         try:
-            if opts.dry_run:
-                obj["metadata"]["resourceVersion"] = ""
-                return obj
             for attempt in range(3 if generated else 1):
                 try:
                     revision = await self.store.create(rt.storage_key(namespace, md["name"]), encode(obj))
@@ -215,7 +215,7 @@ class Objects:
                     if not generated or attempt == 2:
                         raise errors.already_exists(rt.plural, md["name"], rt.group) from None
                     md["name"] = generate_name(md["generateName"])
-        except BaseException:
+        except Exception:  # not on cancellation: the write may have committed, and a leak beats a double grant
             await self._release(allocated)
             raise
         md["resourceVersion"] = str(revision)
@@ -297,9 +297,10 @@ class Objects:
                 return obj
             return await self._remove(rt, namespace, name, revision, obj)
         allocated = await self._allocate(rt, obj, old)
+        if opts.dry_run:
+            await self._release(allocated)
+            return obj
         try:
-            if opts.dry_run:
-                return obj
             try:
                 new_revision = await self.store.update(rt.storage_key(namespace, name), encode(obj), revision)
             except RevisionConflictError:
@@ -307,7 +308,7 @@ class Objects:
                                       "to the latest version and try again", rt.group) from None
             except KeyNotFoundError:
                 raise errors.not_found(rt.plural, name, rt.group) from None
-        except BaseException:
+        except Exception:  # not on cancellation: the write may have committed, and a leak beats a double grant
             await self._release(allocated)
             raise
         await self._release(self._allocations(rt, old) - self._allocations(rt, obj))
@@ -504,7 +505,7 @@ class Objects:
                 got = await self._allocate_one("port", want_port, f"spec.ports[{i}].nodePort", obj, rt)
                 taken.add(("port", got))
                 port["nodePort"] = got
-        except BaseException:
+        except Exception:
             await self._release(taken)
             raise
         return taken

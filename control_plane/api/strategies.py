@@ -104,6 +104,27 @@ class ServiceStrategy(Strategy):
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any]:
         return {"loadBalancer": {}}
 
+    def prepare_for_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
+        _drop_type_dependent_fields(new.get("spec") or {}, old.get("spec") or {})
+        super().prepare_for_update(new, old)
+
+
+_EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
+
+
+def _drop_type_dependent_fields(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
+    """Kubernetes' dropTypeDependentFields: a Service leaving NodePort/LoadBalancer loses
+    the node ports and traffic policy it still carries unchanged from before."""
+    if old_spec.get("type") not in _EXTERNAL_TYPES or spec.get("type", "ClusterIP") in _EXTERNAL_TYPES:
+        return
+    old_ports = {(p.get("port"), p.get("nodePort")) for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict) and (port.get("port"), port.get("nodePort")) in old_ports:
+            port.pop("nodePort", None)
+    for key in ("externalTrafficPolicy", "healthCheckNodePort"):
+        if key in spec and spec.get(key) == old_spec.get(key):
+            spec.pop(key)
+
 
 def qos_class(spec: dict[str, Any]) -> str:
     """Kubernetes' pod QoS class from the containers' requests and limits."""

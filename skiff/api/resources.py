@@ -112,6 +112,13 @@ class Registry:
     def by_plural(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._by_path.get((group, version, plural))
 
+    def require(self, group: str, version: str, plural: str) -> ResourceType:
+        """A type this code base serves; a KeyError here is a programming error."""
+        rt = self.by_plural(group, version, plural)
+        if rt is None:
+            raise KeyError(f"{group}/{version}/{plural} is not a served resource")
+        return rt
+
     def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
         return self._by_kind.get((api_version, kind))
 

@@ -59,6 +59,16 @@ def _global_flags() -> argparse.ArgumentParser:
     return p
 
 
+def parse_bool(value: str) -> bool:
+    """kubectl's ``--flag=true|false`` spelling."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "t"):
+        return True
+    if lowered in ("false", "0", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
 def _add_filename(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("-f", "--filename", action="append", default=[], required=required,
                    help="file, directory or - (stdin) with manifests; may be repeated")
@@ -85,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("apply", cmd_apply, "Apply a configuration to resources from files or stdin")
     _add_filename(p)
     p.add_argument("--server-side", action="store_true", help="apply on the server (field management)")
+    p.add_argument("--validate", type=parse_bool, nargs="?", const=True, default=True,
+                   help="accepted for kubectl compatibility; the server validates")
     p.add_argument("--force-conflicts", action="store_true", help="with --server-side, take over conflicting fields")
     p.add_argument("--dry-run", nargs="?", const="server", default=None, choices=("none", "server", "client"),
                    help="only show what would happen")
@@ -105,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="with --grace-period=0, delete immediately")
     p.add_argument("--cascade", dest="cascade_policy", type=cascade_policy, default="Background",
                    help="background|foreground|orphan")
-    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
-                   help="wait for the resources to be gone (default true)")
+    p.add_argument("--wait", type=parse_bool, nargs="?", const=True, default=True,
+                   help="wait for the resources to be gone (default true; --wait=false to return at once)")
     p.add_argument("--timeout", type=float, default=0, help="seconds to wait; 0 waits forever")
 
     p = verb("logs", cmd_logs, "Print the logs of a container in a pod")

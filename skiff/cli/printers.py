@@ -175,8 +175,33 @@ def objects_view(items: Iterable[Mapping[str, Any]], *, namespace_column: bool =
     return view
 
 
+class _GoStyleDumper(yaml.SafeDumper):
+    """YAML as kubectl prints it: multi-line strings as ``|`` blocks, and double quotes
+    (not single) where a plain scalar would be misread."""
+
+    def choose_scalar_style(self) -> str:
+        style = super().choose_scalar_style()
+        return '"' if style == "'" else style
+
+
+_YAML11_BOOL_LETTERS = frozenset({"y", "Y", "n", "N"})
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    if data in _YAML11_BOOL_LETTERS:  # booleans to YAML 1.1 readers; PyYAML would leave them plain
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+
+_GoStyleDumper.add_representer(str, _represent_str)
+
+
 def to_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, default_flow_style=False, sort_keys=True, allow_unicode=True)
+    return yaml.dump(obj, Dumper=_GoStyleDumper, default_flow_style=False, sort_keys=True, allow_unicode=True,
+                     width=float("inf"))
 
 
 def to_json(obj: Any) -> str:

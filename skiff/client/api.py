@@ -256,10 +256,10 @@ class ApiClient:
                                                     accept=accept)
         return result
 
-    async def list(self, rt: ResourceArg, namespace: str | None = None, *,
+    async def list(self, rt: ResourceArg, namespace: str | None = None,
                    label_selector: str | Mapping[str, str] | None = None, field_selector: str | None = None,
                    limit: int | None = None, continue_: str | None = None, resource_version: str | None = None,
-                   resource_version_match: str | None = None, accept: str | None = None) -> dict[str, Any]:
+                   resource_version_match: str | None = None, *, accept: str | None = None) -> dict[str, Any]:
         """One page of a list. ``namespace=None`` lists across all namespaces."""
         rt = resolve_type(rt)
         params = {
@@ -288,8 +288,8 @@ class ApiClient:
                 page.setdefault("metadata", {}).pop("continue", None)
                 return page
 
-    async def create(self, rt: ResourceArg, obj: Mapping[str, Any], namespace: str | None = None, *,
-                     dry_run: bool = False, field_manager: str | None = None,
+    async def create(self, rt: ResourceArg, obj: Mapping[str, Any], namespace: str | None = None,
+                     dry_run: bool = False, *, field_manager: str | None = None,
                      field_validation: str | None = None) -> dict[str, Any]:
         rt = resolve_type(rt)
         params = {"dryRun": "All" if dry_run else None, "fieldManager": field_manager,
@@ -316,8 +316,8 @@ class ApiClient:
                             namespace: str | None = None) -> dict[str, Any]:
         return await self.replace(rt, obj, namespace, subresource="status")
 
-    async def patch(self, rt: ResourceArg, name: str, patch: Any, namespace: str | None = None, *,
-                    patch_type: PatchType = "merge", subresource: str | None = None, dry_run: bool = False,
+    async def patch(self, rt: ResourceArg, name: str, patch: Any, namespace: str | None = None,
+                    patch_type: PatchType = "merge", subresource: str | None = None, *, dry_run: bool = False,
                     field_manager: str | None = None, force: bool | None = None) -> dict[str, Any]:
         rt = resolve_type(rt)
         if patch_type not in PATCH_CONTENT_TYPES:
@@ -330,8 +330,8 @@ class ApiClient:
             body=json.dumps(patch).encode(), content_type=PATCH_CONTENT_TYPES[patch_type])
         return result
 
-    async def delete(self, rt: ResourceArg, name: str, namespace: str | None = None, *,
-                     grace_period_seconds: int | None = None, propagation_policy: str | None = None,
+    async def delete(self, rt: ResourceArg, name: str, namespace: str | None = None,
+                     grace_period_seconds: int | None = None, propagation_policy: str | None = None, *,
                      preconditions: Mapping[str, str] | None = None, dry_run: bool = False) -> dict[str, Any]:
         """DELETE; returns the server's reply (the object while finalizers/grace run, else a Status)."""
         rt = resolve_type(rt)
@@ -356,9 +356,9 @@ class ApiClient:
 
     # ---- streams ---------------------------------------------------------------------
 
-    async def watch(self, rt: ResourceArg, namespace: str | None = None, *, resource_version: str | None = None,
+    async def watch(self, rt: ResourceArg, namespace: str | None = None, resource_version: str | None = None,
                     label_selector: str | Mapping[str, str] | None = None, field_selector: str | None = None,
-                    allow_bookmarks: bool = True, timeout_seconds: int | None = None,
+                    allow_bookmarks: bool = True, timeout_seconds: int | None = None, *,
                     send_initial_events: bool | None = None, resource_version_match: str | None = None,
                     accept: str | None = None) -> AsyncGenerator[WatchEvent, None]:
         """Yield ``(type, object)`` events until the server ends the stream.

@@ -63,9 +63,9 @@ class WatchResult:
 
 
 class Informer:
-    def __init__(self, client: ApiClient, rt: ResourceArg, namespace: str | None = None, *,
+    def __init__(self, client: ApiClient, rt: ResourceArg, namespace: str | None = None,
                  label_selector: str | None = None, field_selector: str | None = None,
-                 resync_period: float | None = None, page_size: int = 500,
+                 resync_period: float | None = None, *, page_size: int = 500,
                  watch_timeout: int = DEFAULT_WATCH_TIMEOUT, backoff: Backoff | None = None,
                  sleep: Sleep = default_sleep, clock: Clock = time.monotonic) -> None:
         self.client = client

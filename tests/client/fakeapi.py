@@ -77,6 +77,7 @@ class FakeApi:
         self.logs: dict[str, bytes] = {}
         self.exec_script: Callable[[web.WebSocketResponse, ExecCall], Awaitable[None]] | None = None
         self.exec_calls: list[ExecCall] = []
+        self.exec_refusal: tuple[int, Obj] | None = None  # refuse the WebSocket handshake with this Status
         self.serve_tables = True
         self.url = ""  # set once the test server listens
         self._watchers: list[asyncio.Queue[tuple[str, Obj] | None]] = []
@@ -95,7 +96,7 @@ class FakeApi:
         if rt.namespaced:
             m.setdefault("namespace", "default")
         m.setdefault("uid", str(uuid.uuid4()))
-        m.setdefault("creationTimestamp", (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+        m.setdefault("creationTimestamp", (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30))
                      .strftime("%Y-%m-%dT%H:%M:%SZ"))
         m["resourceVersion"] = self.next_rv()
         key = (rt.plural, m.get("namespace", "") if rt.namespaced else "", m["name"])
@@ -363,6 +364,8 @@ class FakeApi:
         return resp
 
     async def handle_exec(self, request: web.Request, name: str) -> web.StreamResponse:
+        if self.exec_refusal is not None:
+            return web.json_response(self.exec_refusal[1], status=self.exec_refusal[0])
         ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
         await ws.prepare(request)
         call = ExecCall(name, list(request.query.items()), ws.ws_protocol)

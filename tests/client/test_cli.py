@@ -64,7 +64,7 @@ async def test_get_plain_list_falls_back_to_name_and_age(fake_api: FakeApi,
     fake_api.serve_tables = False
     fake_api.add(pod("web-0"))
     assert await skiff(fake_api, "get", "pods") == 0
-    assert capsys.readouterr().out == "NAME    AGE\nweb-0   5m\n"
+    assert capsys.readouterr().out == "NAME    AGE\nweb-0   30m\n"
 
 
 async def test_get_by_name_and_not_found(fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +225,7 @@ async def test_delete_by_name_file_and_missing(fake_api: FakeApi, tmp_path: Path
     assert delete.json()["propagationPolicy"] == "Background"
     assert await skiff(fake_api, "delete", "pod", "a") == 1
     assert capsys.readouterr().err == 'Error from server (NotFound): pods "a" not found\n'
-    assert await skiff(fake_api, "delete", "pod", "a", "--ignore-not-found") == 0
+    assert await skiff(fake_api, "delete", "pod", "a", "--ignore-not-found", "--wait=false") == 0
     path = write_manifests(tmp_path, pod("b"))
     assert await skiff(fake_api, "delete", "-f", path) == 0
     assert capsys.readouterr().out == 'pod "b" deleted\n'
@@ -238,8 +238,13 @@ async def test_delete_by_name_file_and_missing(fake_api: FakeApi, tmp_path: Path
 async def test_describe_pod_with_events(fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     p = pod("web-0", app="web")
     p["spec"]["nodeName"] = "node-1"
+    p["spec"]["containers"][0]["env"] = [{"name": "MODE", "value": "fast"}]
     p["status"].update({"hostIP": "10.0.0.1", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}],
-                        "conditions": [{"type": "Ready", "status": "True"}]})
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "containerStatuses": [{"name": "main", "containerID": "docker://abc", "restartCount": 4,
+                                               "imageID": "docker://sha256:1", "ready": False,
+                                               "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                               "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}}}]})
     live = fake_api.add(p)
     fake_api.add({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web-0.1", "namespace": "default"},
                   "involvedObject": {"kind": "Pod", "name": "web-0", "namespace": "default",
@@ -247,18 +252,47 @@ async def test_describe_pod_with_events(fake_api: FakeApi, capsys: pytest.Captur
                   "type": "Normal", "reason": "Scheduled", "message": "Successfully assigned default/web-0 to node-1",
                   "source": {"component": "default-scheduler"}, "count": 1})
     assert await skiff(fake_api, "describe", "pod", "web-0") == 0
-    out = capsys.readouterr().out
-    assert out.startswith("Name:             web-0\nNamespace:        default\nPriority:         0\n")
-    assert "Node:             node-1/10.0.0.1\n" in out
-    assert "Labels:           app=web\n" in out
-    assert "IPs:\n  IP:  10.244.0.5\n" in out
-    assert "Containers:\n  main:\n    Image:          nginx\n" in out
-    assert "Conditions:\n  Type           Status\n  Ready          True \nVolumes:         <none>\n" in out
-    assert out.endswith(
+    assert capsys.readouterr().out == (
+        "Name:             web-0\n"
+        "Namespace:        default\n"
+        "Priority:         0\n"
+        "Service Account:  default\n"
+        "Node:             node-1/10.0.0.1\n"
+        "Labels:           app=web\n"
+        "Annotations:      <none>\n"
+        "Status:           Running\n"
+        "IP:               10.244.0.5\n"
+        "IPs:\n"
+        "  IP:  10.244.0.5\n"
+        "Containers:\n"
+        "  main:\n"
+        "    Container ID:   docker://abc\n"
+        "    Image:          nginx\n"
+        "    Image ID:       docker://sha256:1\n"
+        "    Port:           <none>\n"
+        "    Host Port:      <none>\n"
+        "    State:          Waiting\n"
+        "      Reason:       CrashLoopBackOff\n"
+        "    Last State:     Terminated\n"
+        "      Reason:       Error\n"
+        "      Exit Code:    2\n"
+        "      Started:      <unset>\n"
+        "      Finished:     <unset>\n"
+        "    Ready:          False\n"
+        "    Restart Count:  4\n"
+        "    Environment:\n"
+        "      MODE:  fast\n"
+        "    Mounts:  <none>\n"
+        "Conditions:\n"
+        "  Type           Status\n"
+        "  Ready          True \n"
+        "Volumes:         <none>\n"
+        "Node-Selectors:  <none>\n"
+        "Tolerations:     <none>\n"
         "Events:\n"
         "  Type    Reason     Age   From               Message\n"
         "  ----    ------     ----  ----               -------\n"
-        "  Normal  Scheduled  5m    default-scheduler  Successfully assigned default/web-0 to node-1\n")
+        "  Normal  Scheduled  30m   default-scheduler  Successfully assigned default/web-0 to node-1\n")
     events_query = next(r.query for r in fake_api.requests if r.path == "/api/v1/namespaces/default/events")
     assert events_query["fieldSelector"] == (
         f"involvedObject.name=web-0,involvedObject.namespace=default,involvedObject.uid={live['metadata']['uid']}")
@@ -337,6 +371,13 @@ async def test_exec_success(fake_api: FakeApi, capfd: pytest.CaptureFixture[str]
     fake_api.exec_script = script
     assert await skiff(fake_api, "exec", "web-0", "--", "echo", "hello") == 0
     assert capfd.readouterr().out == "hello\n"
+
+
+async def test_exec_refused_shows_the_server_status(fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_api.exec_refusal = (503, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503,
+                                   "reason": "ServiceUnavailable", "message": "node agent unreachable"})
+    assert await skiff(fake_api, "exec", "web-0", "--", "ls") == 1
+    assert capsys.readouterr().err == "Error from server (ServiceUnavailable): node agent unreachable\n"
 
 
 # ---- plumbing ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def _decode(type_name: str, value: Any, path: str, out: Decoded) -> Any:
         if not isinstance(value, list):
             return _wrong(value, path, "[]" + type_name[5:-1], out)
         inner = type_name[5:-1]
-        return [_decode(inner, v, path, out) for v in value]
+        return [_decode(inner, v, f"{path}[{i}]", out) for i, v in enumerate(value)]
     if type_name.startswith("map["):
         if not isinstance(value, dict):
             return _wrong(value, path, "map[string]" + type_name[4:-1], out)
