@@ -86,6 +86,13 @@ class ApiServer:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    def __repr__(self) -> str:
+        return f"ApiServer({self.url}, pid {self.proc.pid}, data_dir={str(self.data_dir)!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # hypothesis prints dataclasses field by field (token included) unless told this.
+        printer.text(repr(self))
+
     @property
     def kubeconfig(self) -> Path:
         return self.data_dir / "admin.kubeconfig"

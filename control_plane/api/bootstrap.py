@@ -18,6 +18,8 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 async def _ensure(objects: Objects, plural: str, namespace: str | None, obj: dict[str, Any]) -> None:
     rt = REGISTRY.require("", "v1", plural)
+    if await objects.store.get(rt.storage_key(namespace, obj["metadata"]["name"])) is not None:
+        return
     try:
         await objects.create(rt, namespace, obj, WriteOptions())
         log.info("created %s %s", plural, obj["metadata"]["name"])

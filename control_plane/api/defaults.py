@@ -417,15 +417,18 @@ def _default_endpoint_slice(obj: Obj) -> None:
 
 # --- cluster and config objects -------------------------------------------------------------------
 
-def _default_namespace(obj: Obj) -> None:
+def _default_namespace(obj: Obj, old: Obj | None) -> None:
     meta = _dict(obj, "metadata")
+    creating_done = old is not None or bool(meta and meta.get("deletionTimestamp"))
     name = meta.get("name") if meta is not None else None
     if meta is not None and isinstance(name, str) and name:
         labels = _dict(meta, "labels")
         if labels is not None:
             labels[NAMESPACE_NAME_LABEL] = name
     spec = _dict(obj, "spec")
-    if spec is not None and not spec.get("finalizers"):
+    # The strategy adds the finalizer on create only; once the namespace controller has
+    # removed it from a terminating namespace it must stay removed.
+    if spec is not None and not spec.get("finalizers") and not creating_done:
         spec["finalizers"] = ["kubernetes"]
     status = _dict(obj, "status")
     if status is not None:
@@ -484,7 +487,6 @@ def _default_resource_quota(obj: Obj) -> None:
 DEFAULTERS = {
     ("", "Pod"): _default_pod,
     ("", "Service"): _default_service,
-    ("", "Namespace"): _default_namespace,
     ("", "Secret"): _default_secret,
     ("", "Endpoints"): _default_endpoints,
     ("", "Node"): _default_node,
@@ -521,6 +523,8 @@ def apply_defaults(rt: ResourceType, obj: Any, old: Any = None) -> None:
     meta = obj.get("metadata")
     if not rt.namespaced and isinstance(meta, dict):
         meta.pop("namespace", None)
+    if (rt.group, rt.kind) == ("", "Namespace"):
+        _default_namespace(obj, old if isinstance(old, dict) else None)
     defaulter = DEFAULTERS.get((rt.group, rt.kind))
     if defaulter is not None:
         defaulter(obj)

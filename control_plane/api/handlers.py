@@ -185,10 +185,18 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+def warning_header(text: str) -> str:
+    """RFC 7234 warning with the text quoted; user-chosen field names may hold any
+    character, and a header may not carry control or non-ASCII characters."""
+    escaped = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else
+                      ("\\" + c if c in '"\\' else f"\\u{ord(c):04x}") for c in text[:512])
+    return f'299 - "{escaped}"'
+
+
 def respond(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     resp = web.Response(text=dumps(obj), status=status, content_type="application/json")
     for w in warnings or []:
-        resp.headers.add("Warning", f'299 - "{w}"')
+        resp.headers.add("Warning", warning_header(w))
     return resp
 
 

@@ -20,12 +20,7 @@ from control_plane.api.errors import Cause
 from control_plane.api.validation import core, pods, services, workloads
 from control_plane.api.validation.field import INVALID, TYPE_INVALID, ErrorList, Obj, json_type
 from control_plane.api.validation.meta import validate_object_meta, validate_object_meta_update
-from control_plane.api.validation.names import (
-    NameFn,
-    name_is_dns1035_label,
-    name_is_dns_label,
-    name_is_dns_subdomain,
-)
+from control_plane.api.validation.names import NameFn, name_is_dns1035_label, name_is_dns_label, name_is_dns_subdomain
 from skiff.api.resources import ResourceType
 
 __all__ = ["validate", "validate_status_update"]

@@ -58,7 +58,6 @@ def validate_unix_id(errs: ErrorList, obj: Obj, name: str, path: str) -> None:
         errs.invalid(child(path, name), value, inclusive_range_error(0, MAX_UNIX_ID))
 
 
-
 # --- containers ------------------------------------------------------------------------------
 
 def _validate_ports(errs: ErrorList, container: Obj, path: str) -> None:
@@ -187,7 +186,6 @@ def _validate_volume_mounts(errs: ErrorList, container: Obj, path: str, volumes:
             if propagation == "Bidirectional" and not privileged:
                 errs.forbidden(prop_path, "Bidirectional mount propagation is available only to privileged "
                                           "containers")
-
 
 
 def validate_seccomp_profile(errs: ErrorList, sc: Obj, path: str) -> None:

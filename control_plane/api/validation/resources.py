@@ -5,17 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from control_plane.api.validation.field import (
-    ErrorList,
-    Obj,
-    child,
-    get_dict,
-    get_list,
-    key,
-)
-from control_plane.api.validation.names import (
-    is_qualified_name,
-)
+from control_plane.api.validation.field import ErrorList, Obj, child, get_dict, get_list, key
+from control_plane.api.validation.names import is_qualified_name
 from skiff.api.quantity import QuantityError, canonicalize_quantity, parse_quantity
 
 STANDARD_CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")

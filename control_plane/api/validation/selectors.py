@@ -16,8 +16,6 @@ from control_plane.api.validation.field import (
 )
 from control_plane.api.validation.names import is_label_value, validate_label_name, validate_labels
 
-SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-
 
 @dataclass
 class Selector:

@@ -272,15 +272,15 @@ def validate_service_update(errs: ErrorList, obj: Obj, old: Obj) -> None:
         return
     new_ips, _ = cluster_ips(spec)
     old_ips, _ = cluster_ips(old_spec)
+    if not new_ips:
+        return  # left out: the update keeps the allocated IPs (Kubernetes' patchAllocatedValues)
     path = child(SPEC, "clusterIPs")
     if len(new_ips) == len(old_ips):
         for i, ip in enumerate(old_ips):
             if ip != new_ips[i]:
                 errs.invalid(index(path, i), new_ips, "may not change once set")
     elif len(old_ips) > len(new_ips):
-        if not new_ips:
-            errs.invalid(index(path, 0), new_ips, "primary clusterIP can not be unset")
-        elif new_ips[0] != old_ips[0]:
+        if new_ips[0] != old_ips[0]:
             errs.invalid(index(path, 0), new_ips, "may not change once set")
         if len(new_ips) == 1 and get_str(quiet, spec, "ipFamilyPolicy", SPEC) != "SingleStack":
             errs.invalid(child(SPEC, "ipFamilyPolicy"), spec.get("ipFamilyPolicy"),

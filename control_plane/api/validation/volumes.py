@@ -17,10 +17,7 @@ from control_plane.api.validation.field import (
     opt_str,
     scratch,
 )
-from control_plane.api.validation.names import (
-    validate_dns1123_label,
-    validate_qualified_name,
-)
+from control_plane.api.validation.names import validate_dns1123_label, validate_qualified_name
 from control_plane.api.validation.resources import canonical, read_quantity
 
 HOST_PATH_TYPES = ("", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket")
@@ -56,7 +53,6 @@ def _file_mode(errs: ErrorList, obj: Obj, name: str, path: str) -> None:
     mode = opt_int(errs, obj, name, path)
     if mode is not None and not 0 <= mode <= 0o777:
         errs.invalid(child(path, name), mode, FILE_MODE_MSG)
-
 
 
 def _validate_path_no_backsteps(errs: ErrorList, target: str, path: str) -> None:

@@ -1,0 +1,80 @@
+"""The node agent's settings: one dataclass tree with kubelet's names and defaults.
+
+Flags (`node_agent.main`) map onto it; everything else reads it and never argparse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PAUSE_IMAGE = "skiff/pause:1.0"
+KUBELET_VERSION = "v1.30.0-skiff"
+
+
+@dataclass(frozen=True)
+class CniSettings:
+    conf_dir: Path = Path("/etc/cni/net.d")
+    bin_dirs: tuple[Path, ...] = (Path("/opt/cni/bin"), Path("/usr/lib/cni"))
+    plugin: str = "skiff"  # "skiff" (our skiff-bridge) or "reference" (bridge + host-local)
+    bridge: str = "skiff0"
+    network_name: str = "skiff"
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    """What the node advertises; None means measure the host (psutil / statvfs)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    pods: int = 110  # kubelet's maxPods
+    system_reserved: dict[str, str] = field(default_factory=dict)  # e.g. {"cpu": "100m", "memory": "256Mi"}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    node_name: str
+    kubeconfig: Path
+    data_dir: Path = Path("/var/lib/skiff/agent")
+    node_ip: str | None = None
+    docker_host: str = "unix:///var/run/docker.sock"
+    pod_cidr: str | None = None
+    listen_address: str = "0.0.0.0"
+    listen_port: int = 10250
+    pause_image: str = DEFAULT_PAUSE_IMAGE
+    cni: CniSettings = field(default_factory=CniSettings)
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
+    # kubelet's timing defaults (seconds)
+    node_status_update_frequency: float = 10.0
+    node_lease_duration_seconds: int = 40
+    node_lease_renew_interval: float = 10.0  # kubelet: 0.25 * leaseDuration
+    sync_frequency: float = 10.0  # full resync of every pod worker
+    relist_period: float = 1.0  # PLEG: cheap list of managed containers
+    image_pull_backoff_initial: float = 10.0
+    image_pull_backoff_max: float = 300.0
+    minimum_grace_period: float = 2.0  # kubelet's minimumGracePeriodInSeconds
+    docker_workers: int = 32  # threads for blocking docker calls (stop/exec may block for a grace period)
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.data_dir / "pods"
+
+    @property
+    def cni_cache_dir(self) -> Path:
+        return self.data_dir / "cni-cache"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.data_dir / "cni-ipam"
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.pods_dir / uid
+
+    def validate(self) -> None:
+        if not self.node_name:
+            raise ValueError("--node-name is required")
+        if self.pod_cidr:
+            ipaddress.ip_network(self.pod_cidr, strict=False)
+        if self.cni.plugin not in ("skiff", "reference"):
+            raise ValueError(f"--cni-plugin must be skiff or reference, not {self.cni.plugin!r}")
