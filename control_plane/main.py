@@ -17,6 +17,7 @@ from aiohttp import web
 from control_plane.api.auth import TokenAuthenticator, ensure_token_file
 from control_plane.api.certs import ensure_pki
 from control_plane.api.kubeconfig import write_kubeconfig
+from control_plane.api.node_proxy import KUBELET_CLIENT, KubeletClient
 from control_plane.api.server import build_app
 from control_plane.api.settings import ApiServerSettings
 from control_plane.controllers.manager import CONTROLLERS, run_controllers
@@ -81,6 +82,7 @@ async def serve(settings: ApiServerSettings, controllers: list[str]) -> None:
     authn = TokenAuthenticator.from_file(data / "tokens.csv")
     store = SQLiteStore(str(data / "state.db"), compaction_window=settings.compaction_window)
     app = build_app(settings, store, authn)
+    app[KUBELET_CLIENT] = KubeletClient.from_pki(data / "pki", pki)  # pods/log, pods/exec to node agents
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -14,6 +14,7 @@ from skiff.api.resources import ResourceType
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' default max request body
 JSON_TYPES = ("", "application/json", "*/*")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+MAX_YAML_NODES = 500_000
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
@@ -35,18 +36,52 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid number literal {name}")
 
 
+def _scrub_surrogates(value: Any) -> Any:
+    """Lone UTF-16 surrogates (``"\\ud800"``) become U+FFFD, as Go's JSON decoder does:
+    they cannot be stored or sent as UTF-8."""
+    if isinstance(value, str):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+    if isinstance(value, list):
+        return [_scrub_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def _expanded_size(doc: Any, budget: int) -> int:
+    """Nodes in ``doc`` with YAML aliases expanded, counting stops past ``budget``
+    (an alias "bomb" is small on the wire and huge once expanded)."""
+    count = 0
+    stack = [doc]
+    while stack and count <= budget:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
+
+
 def parse_document(data: bytes, content_type: str) -> Any:
     """JSON (also with no Content-Type: the Python client sends none) or YAML."""
     if content_type in JSON_TYPES:
         try:
-            return json.loads(data, parse_constant=_reject_constant)
+            doc = json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
+        return _scrub_surrogates(doc) if b"\\u" in data or b"\\U" in data else doc
     if content_type in YAML_TYPES:
         try:
-            return yaml.safe_load(data)
+            doc = yaml.safe_load(data)
         except (yaml.YAMLError, RecursionError, ValueError) as e:
             raise errors.bad_request(f"error converting YAML to JSON: {e}") from None
+        if _expanded_size(doc, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise errors.bad_request("error converting YAML to JSON: the document expands to more than "
+                                     f"{MAX_YAML_NODES} nodes (aliases)")
+        return _scrub_surrogates(doc)
     raise errors.unsupported_media_type(content_type)
 
 

@@ -94,3 +94,43 @@ def _covers(cert_path: Path, hosts: list[str]) -> bool:
     have = {str(v) for v in san.get_values_for_type(x509.DNSName)}
     have |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
     return all(str(h) in have for h in hosts)
+
+
+def ensure_client_cert(pki_dir: Path, ca: Pki, cn: str = "kube-apiserver-kubelet-client",
+                       org: str = "system:masters") -> tuple[Path, Path]:
+    """A client certificate signed by the cluster CA (kubeadm's apiserver-kubelet-client):
+    the API server presents it to node agents. Re-issued when missing, when the CA or the
+    subject changed, or when less than a tenth of its validity is left."""
+    from cryptography.exceptions import InvalidSignature
+
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    stem = "apiserver-kubelet-client" if cn == "kube-apiserver-kubelet-client" else cn.replace(":", "-")
+    cert_path, key_path = pki_dir / f"{stem}.crt", pki_dir / f"{stem}.key"
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                         x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC)
+    if cert_path.exists() and key_path.exists():
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if (current.subject == subject and current.issuer == ca_cert.subject
+                and current.not_valid_after_utc - now > VALIDITY / 10):
+            try:
+                current.verify_directly_issued_by(ca_cert)
+                return cert_path, key_path
+            except (ValueError, TypeError, InvalidSignature):
+                pass  # a new CA with the same name: issue again
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    _write_private(key_path, _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

@@ -419,7 +419,7 @@ def _default_endpoint_slice(obj: Obj) -> None:
 
 def _default_namespace(obj: Obj, old: Obj | None) -> None:
     meta = _dict(obj, "metadata")
-    creating_done = old is not None or bool(meta and meta.get("deletionTimestamp"))
+    updating = old is not None or bool(meta and meta.get("deletionTimestamp"))
     name = meta.get("name") if meta is not None else None
     if meta is not None and isinstance(name, str) and name:
         labels = _dict(meta, "labels")
@@ -428,7 +428,7 @@ def _default_namespace(obj: Obj, old: Obj | None) -> None:
     spec = _dict(obj, "spec")
     # The strategy adds the finalizer on create only; once the namespace controller has
     # removed it from a terminating namespace it must stay removed.
-    if spec is not None and not spec.get("finalizers") and not creating_done:
+    if spec is not None and not spec.get("finalizers") and not updating:
         spec["finalizers"] = ["kubernetes"]
     status = _dict(obj, "status")
     if status is not None:

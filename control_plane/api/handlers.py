@@ -247,7 +247,7 @@ class ResourceHandler:
         method = request.method
         rt, ns, name, sub = target.rt, target.namespace, target.name, target.sub
         if sub in ("log", "exec"):
-            return await self._node_proxy(target)
+            return await self._node_proxy(request, target)
         if sub == "scale":
             return await self._scale(request, target)
         if sub in ("binding", "eviction"):
@@ -370,13 +370,13 @@ class ResourceHandler:
 
     # ---- subresources -------------------------------------------------------
 
-    async def _node_proxy(self, target: Target) -> web.Response:
+    async def _node_proxy(self, request: web.Request, target: Target) -> web.StreamResponse:
+        from control_plane.api import node_proxy
+
         pod = await self.objects.get(target.rt, target.namespace, target.name or "")
-        if not (pod.get("spec") or {}).get("nodeName"):
-            raise errors.bad_request(f'pod "{target.name}" does not have a host assigned')
-        raise errors.ApiError(503, "ServiceUnavailable",
-                              f"pods/{target.sub} is served by the pod's node agent, which is not reachable "
-                              "from this API server yet")
+        if target.sub == "log":
+            return await node_proxy.proxy_log(request, self.objects, pod)
+        return await node_proxy.proxy_exec(request, self.objects, pod)
 
     async def _binding(self, request: web.Request, target: Target) -> web.Response:
         opts = write_options(request.query)

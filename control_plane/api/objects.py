@@ -24,7 +24,7 @@ from control_plane.api.errors import ApiError, Cause
 from control_plane.api.meta import decode_continue, encode_continue, generate_name, meta, new_uid, rfc3339
 from control_plane.api.patch import apply_patch
 from control_plane.api.strategies import Strategy, strategy_for
-from control_plane.api.validation import validate
+from control_plane.api.validation import validate, validate_status_update
 from control_plane.storage.interface import (
     CompactedError,
     FutureRevisionError,
@@ -87,6 +87,12 @@ def matches(rt: ResourceType, obj: dict[str, Any], opts: ListOptions) -> bool:
     if opts.field_selector is not None and not opts.field_selector.matches(object_fields(rt.kind, obj)):
         return False
     return True
+
+
+def raise_invalid(rt: ResourceType, obj: dict[str, Any], causes: list[Cause]) -> None:
+    if causes:
+        name = obj["metadata"].get("name") or obj["metadata"].get("generateName") or ""
+        raise errors.invalid(rt.kind, name, causes, rt.group)
 
 
 def _parse_rv(value: str | None, what: str = "resourceVersion") -> int:
@@ -241,10 +247,8 @@ class Objects:
                              "message": f"namespace {namespace} is being terminated"}]})
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        causes = validate(rt, obj, old)
-        if causes:
-            name = obj["metadata"].get("name") or obj["metadata"].get("generateName") or ""
-            raise errors.invalid(rt.kind, name, causes, rt.group)
+        raise_invalid(rt, obj, validate(rt, obj, old))
+
 
     # ---- update ------------------------------------------------------------
 
@@ -286,9 +290,11 @@ class Objects:
         md.pop("selfLink", None)
         md.pop("managedFields", None)
         if subresource != "status":
-            apply_defaults(rt, obj)
+            apply_defaults(rt, obj, old)
             strategy.prepare_for_update(obj, old)
-        self._validate(rt, obj, old)
+            self._validate(rt, obj, old)
+        else:
+            raise_invalid(rt, obj, validate_status_update(rt, obj, old))
         md["resourceVersion"] = old_md["resourceVersion"]
         if obj == old:
             return old  # a no-op write is not a new revision

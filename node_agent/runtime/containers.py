@@ -12,36 +12,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-LABEL_MANAGED = "io.skiff.managed"
-LABEL_TYPE = "io.skiff.container.type"
-LABEL_POD_UID = "io.kubernetes.pod.uid"
-LABEL_POD_NAME = "io.kubernetes.pod.name"
-LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
-LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
-LABEL_RESTART_COUNT = "io.kubernetes.container.restartCount"
+from node_agent.runtime.container_spec import CONTAINER_TYPE_APP as APP
+from node_agent.runtime.container_spec import CONTAINER_TYPE_INIT as INIT
+from node_agent.runtime.container_spec import CONTAINER_TYPE_PAUSE as PAUSE
+from node_agent.runtime.container_spec import (
+    LABEL_CONTAINER_HASH,
+    LABEL_CONTAINER_NAME,
+    LABEL_MANAGED,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+    LABEL_RESTART_COUNT,
+    LABEL_TERMINATION_GRACE_PERIOD,
+)
+from node_agent.runtime.container_spec import LABEL_CONTAINER_TYPE as LABEL_TYPE
+
 LABEL_SANDBOX_ID = "io.kubernetes.sandbox.id"  # dockershim's: the pause container a container joined
-
-POD_CONTAINER = "POD"
-PAUSE, INIT, APP = "pause", "init", "app"
 MANAGED_FILTER = {"label": f"{LABEL_MANAGED}=true"}
-
-
-def docker_name(container: str, pod: str, namespace: str, uid: str, attempt: int) -> str:
-    return f"k8s_{container}_{pod}_{namespace}_{uid}_{attempt}"
-
-
-def container_labels(pod: Mapping[str, Any], container: str, kind: str, restart_count: int,
-                     sandbox_id: str = "") -> dict[str, str]:
-    md = pod.get("metadata") or {}
-    labels = {
-        LABEL_MANAGED: "true", LABEL_TYPE: kind,
-        LABEL_POD_UID: str(md.get("uid", "")), LABEL_POD_NAME: str(md.get("name", "")),
-        LABEL_POD_NAMESPACE: str(md.get("namespace", "")), LABEL_CONTAINER_NAME: container,
-        LABEL_RESTART_COUNT: str(restart_count),
-    }
-    if sandbox_id:
-        labels[LABEL_SANDBOX_ID] = sandbox_id
-    return labels
+__all__ = ["APP", "INIT", "PAUSE", "LABEL_CONTAINER_NAME", "LABEL_MANAGED", "LABEL_POD_NAME", "LABEL_POD_NAMESPACE",
+           "LABEL_POD_UID", "LABEL_RESTART_COUNT", "LABEL_SANDBOX_ID", "LABEL_TYPE", "MANAGED_FILTER",
+           "ContainerRecord", "PodRuntime"]
 
 
 def parse_docker_time(value: str | None) -> float | None:
@@ -53,6 +43,13 @@ def parse_docker_time(value: str | None) -> float | None:
         main = main[: 10 + main[10:].index("+")]
     try:
         return float(calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
     except ValueError:
         return None
 
@@ -84,6 +81,8 @@ class ContainerRecord:
     finished_at: float | None = None
     image: str = ""
     image_id: str = ""
+    spec_hash: str = ""
+    grace_period: int | None = None  # the pod's terminationGracePeriodSeconds when it was created
 
     @property
     def running(self) -> bool:
@@ -102,10 +101,7 @@ class ContainerRecord:
     def from_inspect(cls, data: Mapping[str, Any]) -> ContainerRecord:
         labels = (data.get("Config") or {}).get("Labels") or {}
         state = data.get("State") or {}
-        try:
-            restart_count = int(labels.get(LABEL_RESTART_COUNT, "0"))
-        except ValueError:
-            restart_count = 0
+        restart_count = _int(labels.get(LABEL_RESTART_COUNT)) or 0
         return cls(
             id=str(data.get("Id", "")), name=str(data.get("Name", "")).lstrip("/"),
             pod_uid=labels.get(LABEL_POD_UID, ""), pod_name=labels.get(LABEL_POD_NAME, ""),
@@ -117,6 +113,7 @@ class ContainerRecord:
             created_at=parse_docker_time(data.get("Created")), started_at=parse_docker_time(state.get("StartedAt")),
             finished_at=parse_docker_time(state.get("FinishedAt")),
             image=str((data.get("Config") or {}).get("Image", "")), image_id=str(data.get("Image", "")),
+            spec_hash=labels.get(LABEL_CONTAINER_HASH, ""), grace_period=_int(labels.get(LABEL_TERMINATION_GRACE_PERIOD)),
         )
 
 

@@ -151,6 +151,42 @@ def test_deeply_nested_json_is_not_a_server_error(api_server: ApiServer, namespa
     assert api_server.get(f"/api/v1/namespaces/{namespace}/services/deep").status == 404
 
 
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/json", b'{"metadata":{"name":"lone"},"data":{"k":"\\ud800"}}'),
+    ("application/json", b'{"metadata":{"name":"lone","annotations":{"a":"x\\udfff"}}}'),
+    ("application/json", b'{"metadata":{"name":"lone","labels":{"a":"\\ud800"}}}'),
+    # YAML does not join an escaped surrogate pair: two lone surrogates.
+    ("application/yaml", b'metadata: {name: lone}\ndata: {k: "\\ud914\\udc6d"}\n'),
+])
+def test_lone_surrogates_are_not_a_server_error(api_server: ApiServer, namespace: str, content_type: str,
+                                                body: bytes) -> None:
+    """Go's JSON decoder turns a lone surrogate into U+FFFD; rejecting it is fine too,
+    but it must not reach an ``str.encode()`` as a 500."""
+    resp = api_server.post(cm_path(namespace), body, content_type=content_type)
+    assert resp.status < 500, str(resp)
+    assert resp.json()["kind"] in ("Status", "ConfigMap"), str(resp)
+    if resp.status == 201:
+        assert api_server.get(cm_path(namespace, "lone")).status == 200
+    else:
+        assert resp.status in (400, 422), str(resp)
+        assert api_server.get(cm_path(namespace, "lone")).status == 404
+
+
+@pytest.mark.parametrize("key", ["\x1f", "a\nb", "x\r\nSet-Cookie: y=z", "\x7f"])
+def test_unknown_field_with_control_characters(api_server: ApiServer, namespace: str, key: str) -> None:
+    """The unknown field is named in a Warning header (Warn) or the Status (Strict); a
+    control character in its name must not break the reply."""
+    body = configmap("ctl")
+    body[key] = 1
+    resp = raw_request(api_server, "POST", cm_path(namespace) + "?fieldValidation=Strict", "application/json",
+                       json.dumps(body).encode())
+    assert resp[0] == 400, resp
+    assert api_server.get(cm_path(namespace, "ctl")).status == 404
+    resp = raw_request(api_server, "POST", cm_path(namespace), "application/json", json.dumps(body).encode())
+    assert resp[0] == 201, resp
+    assert api_server.delete(cm_path(namespace, "ctl")).status == 200
+
+
 def test_kind_does_not_match_path(api_server: ApiServer, namespace: str, snapshot: Snapshot) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-kind"}, "data": {}}
     assert_status(api_server.post(cm_path(namespace), secret), 400, "BadRequest", "Secret")

@@ -361,3 +361,11 @@ JSON = st.recursive(
 def test_apply_defaults_never_raises(kind: str, obj: Any, old: Any) -> None:
     apply_defaults(rt(kind), obj, old)
     apply_defaults(rt(kind), obj)
+
+
+def test_namespace_finalizer_is_added_on_create_only() -> None:
+    terminating = {"metadata": {"name": "team-a", "deletionTimestamp": "2024-01-01T00:00:00Z"},
+                   "spec": {"finalizers": []}, "status": {"phase": "Terminating"}}
+    assert defaulted("Namespace", copy.deepcopy(terminating))["spec"] == {"finalizers": []}
+    live = defaulted("Namespace", {"metadata": {"name": "team-a"}})
+    assert defaulted("Namespace", {"metadata": {"name": "team-a"}, "spec": {}}, live)["spec"] == {}

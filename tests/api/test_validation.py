@@ -991,3 +991,11 @@ def test_deep_nesting_is_reported_not_raised() -> None:
     obj = defaulted("Pod", sample("Pod"))
     obj["spec"]["containers"][0]["securityContext"] = {"seLinuxOptions": deep}
     assert isinstance(validate(rt("Pod"), obj, old), list)
+
+
+def test_service_update_without_cluster_ip_keeps_the_allocated_one() -> None:
+    old = defaulted("Service", sample("Service"))
+    old["spec"].update(clusterIP="10.96.0.10", clusterIPs=["10.96.0.10"])
+    new = sample("Service")
+    apply_defaults(rt("Service"), new)  # no old: the allocator carries the IP over after validation
+    assert validate(rt("Service"), new, old) == []

@@ -1,0 +1,1 @@
+"""``skiff lab``: a whole Skiff cluster on one machine (network namespaces + one dockerd per node)."""

@@ -1,0 +1,113 @@
+"""One ``skiff agent`` per lab node, run inside the node's network namespace (``nsenter
+--net``) so the pod bridge and pod veths it makes through CNI live in the node."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+
+from node_agent.images.build import PAUSE_IMAGE
+from node_agent.lab import cni_setup
+from node_agent.lab.controlplane import KubeApi, child_env, node_ready, skiff_command
+from node_agent.lab.layout import AGENT_PORT, LabError, LabLayout
+from node_agent.lab.network import netns_path
+from node_agent.lab.processes import (
+    in_netns,
+    is_alive,
+    log_tail,
+    netns_inode,
+    process_of,
+    spawn_detached,
+    stop_processes,
+)
+from node_agent.lab.state import ProcessRecord
+
+STOP_TIMEOUT = 10.0
+READY_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What a lab node advertises instead of the host's measurements (None: measure)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+
+def agent_unavailable_reason() -> str | None:
+    """None if ``skiff agent`` can run here, else why not."""
+    try:
+        module = importlib.import_module("node_agent.main")
+    except ImportError as exc:
+        return f"node_agent.main does not import ({exc})"
+    if not hasattr(module, "add_agent_parser"):
+        return "node_agent.main has no add_agent_parser"
+    return None
+
+
+def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResources) -> list[str]:
+    ip = str(layout.node_ip(i).ip)
+    argv = [
+        "nsenter", f"--net={netns_path(layout.netns(i))}", "--",
+        *skiff_command(), "agent",
+        "--kubeconfig", str(layout.kubeconfig),
+        "--node-name", layout.node_name(i),
+        "--node-ip", ip,
+        "--docker-host", layout.docker_host(i),
+        "--data-dir", str(layout.node_dir(i) / "agent"),
+        "--pod-cidr", str(layout.pod_cidr(i)),
+        "--cni-conf-dir", str(cni_setup.conf_dir(layout, i)),
+        "--cni-bin-dir", cni_setup.bin_path(layout),
+        "--cni-plugin", cni_plugin,
+        "--listen-address", ip,
+        "--listen-port", str(AGENT_PORT),
+        "--pause-image", PAUSE_IMAGE,
+    ]
+    if resources.cpu:
+        argv += ["--cpu", resources.cpu]
+    if resources.memory:
+        argv += ["--memory", resources.memory]
+    return argv
+
+
+def is_running(layout: LabLayout, i: int, record: ProcessRecord | None) -> bool:
+    proc = process_of(record)
+    return proc is not None and in_netns(proc.pid, netns_inode(netns_path(layout.netns(i))))
+
+
+def start_agent(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResources) -> ProcessRecord:
+    node = layout.node_dir(i)
+    (node / "agent").mkdir(parents=True, exist_ok=True)
+    return spawn_detached(agent_argv(layout, i, cni_plugin, resources), node / "agent.log", env=child_env(),
+                          cwd=node)
+
+
+def stop_agent(record: ProcessRecord | None, timeout: float = STOP_TIMEOUT) -> None:
+    proc = process_of(record)
+    if proc is not None:
+        stop_processes([proc], timeout)
+
+
+def wait_nodes_ready(api: KubeApi, agents: dict[str, ProcessRecord], timeout: float = READY_TIMEOUT) -> None:
+    """Poll the Node objects until every agent's node is Ready; fail at once if an agent exits."""
+    deadline = time.monotonic() + timeout
+    pending = set(agents)
+    while True:
+        try:
+            ready = {n["metadata"]["name"] for n in api.nodes() if node_ready(n)}
+        except (OSError, LabError):
+            ready = set()
+        pending = set(agents) - ready
+        if not pending:
+            return
+        for name in sorted(pending):
+            record = agents[name]
+            if not is_alive(record):
+                raise LabError(f"the agent of {name} (pid {record.pid}) exited; "
+                               f"last lines of {record.log}:\n{log_tail(record.log)}")
+        if time.monotonic() > deadline:
+            name = sorted(pending)[0]
+            raise LabError(f"nodes not Ready after {timeout:.0f}s: {', '.join(sorted(pending))}; "
+                           f"last lines of {agents[name].log}:\n{log_tail(agents[name].log)}")
+        time.sleep(0.5)

@@ -1,0 +1,212 @@
+"""``skiff lab up``: build or repair a whole cluster on this machine.
+
+Every step is an ``ensure``: on a running lab ``up`` re-checks each piece and restarts or
+recreates only what is missing, so it is also the way to repair a lab. The state file is
+saved after every process it starts, so ``down`` can clean up after a failure anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node_agent.images.build import ImageSpec, ensure_images, lab_image_specs
+from node_agent.images.errors import ImageBuildError
+from node_agent.lab import agents, cni_setup, controlplane, dockerd, firewall, network
+from node_agent.lab.agents import NodeResources
+from node_agent.lab.layout import (
+    LAB_SUPERNET,
+    MAX_NODES,
+    LabError,
+    LabLayout,
+    preferred_subnet_index,
+    subnet_for,
+    validate_name,
+)
+from node_agent.lab.processes import is_alive
+from node_agent.lab.progress import Progress
+from node_agent.lab.state import (
+    LabState,
+    NodeState,
+    Registration,
+    lab_locked,
+    load_state,
+    read_registration,
+    register,
+    registrations,
+    registry_locked,
+    resolve_state_dir,
+    save_state,
+)
+
+REQUIRED_TOOLS = ("ip", "iptables", "nsenter", "sysctl", "dockerd", "containerd", "runc")
+
+
+@dataclass
+class UpOptions:
+    name: str
+    nodes: int = 3
+    state_dir: Path | None = None
+    cni_plugin: str = "skiff"
+    wait: float = agents.READY_TIMEOUT
+    resources: NodeResources = field(default_factory=NodeResources)
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        raise LabError("skiff lab needs root: it creates network namespaces, links, iptables rules and cgroups")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)} (apt-get install iproute2 iptables util-linux docker.io)")
+
+
+def choose_subnet(name: str) -> int:
+    """The name's preferred 10.250.<k>.0/24, or the next one that no other lab and no host
+    address or route uses. Called under the registry lock."""
+    taken = {reg.subnet_index for reg in registrations() if reg.name != name}
+    host_nets = [net for net in network.host_ipv4_networks() if not net.supernet_of(LAB_SUPERNET)]
+    start = preferred_subnet_index(name)
+    for offset in range(256):
+        k = (start + offset) % 256
+        if k not in taken and not any(subnet_for(k).overlaps(net) for net in host_nets):
+            return k
+    raise LabError(f"no free lab subnet in {LAB_SUPERNET}: every 10.250.<k>.0/24 is in use")
+
+
+def prepare_state(opts: UpOptions) -> LabState:
+    """Load the lab's state or start a new one, claiming its subnet in the host-wide registry."""
+    state_dir = resolve_state_dir(opts.name, opts.state_dir)
+    with registry_locked():
+        reg = read_registration(opts.name)
+        if reg is not None and reg.state_dir != state_dir and (reg.state_dir / "state.json").exists():
+            raise LabError(f"lab {opts.name} already exists with state dir {reg.state_dir}; "
+                           f"run `skiff lab down --name {opts.name}` first or pass that --state-dir")
+        state = load_state(state_dir)
+        if state is not None and state.name != opts.name:
+            raise LabError(f"{state_dir} holds lab {state.name}, not {opts.name}")
+        if state is not None and len(state.nodes) > opts.nodes:
+            raise LabError(f"lab {opts.name} has {len(state.nodes)} nodes; `skiff lab down` it to start with fewer")
+        k = state.subnet_index if state is not None else choose_subnet(opts.name)
+        register(Registration(opts.name, state_dir, k))
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state is None:
+        state = LabState(name=opts.name, state_dir=str(state_dir), subnet_index=k)
+    state.cni_plugin = opts.cni_plugin
+    layout = state.layout
+    for i in range(1, opts.nodes + 1):
+        if state.node(i) is None:
+            state.nodes.append(NodeState(index=i, name=layout.node_name(i), netns=layout.netns(i),
+                                         ip=str(layout.node_ip(i)), pod_cidr=str(layout.pod_cidr(i)),
+                                         docker_host=layout.docker_host(i)))
+    state.nodes.sort(key=lambda n: n.index)
+    save_state(state)
+    return state
+
+
+def lab_up(opts: UpOptions, progress: Progress) -> LabState:
+    validate_name(opts.name)
+    if not 1 <= opts.nodes <= MAX_NODES:
+        raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
+    if opts.cni_plugin not in cni_setup.PLUGINS:
+        raise LabError(f"--cni-plugin must be one of {', '.join(cni_setup.PLUGINS)}")
+    check_host()
+
+    with progress.step("Building the lab images") as step:
+        try:
+            specs = lab_image_specs()
+        except ImageBuildError as exc:
+            raise LabError(str(exc)) from exc
+        step.detail = ", ".join(spec.tag for spec in specs)
+
+    state = prepare_state(opts)
+    layout = state.layout
+    with lab_locked(layout.state_dir):
+        _bring_up(state, layout, opts, progress, specs)
+    return state
+
+
+def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Progress,
+              specs: list[ImageSpec]) -> None:
+    with progress.step(f"Lab network {layout.subnet}") as step:
+        network.ensure_bridge(layout.bridge, layout.bridge_ip)
+        firewall.ensure_lab_chain(layout.chain, layout.bridge)
+        for node in state.nodes:
+            i = node.index
+            network.ensure_node_netns(layout.netns(i), layout.host_veth(i), layout.bridge, layout.node_ip(i),
+                                      layout.bridge_ip.ip)
+            firewall.ensure_node_masquerade(layout.netns(i), layout.pod_cidr(i))
+        step.detail = f"bridge {layout.bridge} {layout.bridge_ip}, namespaces " + \
+            ", ".join(n.netns for n in state.nodes)
+
+    with progress.step("Starting the control plane") as step:
+        if not is_alive(state.server):
+            state.server = controlplane.start_server(layout)
+            save_state(state)
+            step.detail = f"pid {state.server.pid}, {layout.api_url}"
+        else:
+            step.detail = f"already running (pid {state.server.pid if state.server else '?'})"
+
+    with progress.step(f"Starting {len(state.nodes)} Docker engines") as step:
+        started = []
+        for node in state.nodes:
+            if not dockerd.is_running(layout, node.index, node.dockerd):
+                dockerd.stop_dockerd(node.dockerd)  # one left in a deleted namespace
+                node.dockerd = dockerd.start_dockerd(layout, node.index)
+                save_state(state)
+                started.append(node.name)
+        for node in state.nodes:
+            assert node.dockerd is not None
+            dockerd.wait_ready(node.docker_host, node.dockerd)
+        step.detail = f"started {', '.join(started)}" if started else "all running"
+
+    with progress.step("Waiting for the API server") as step:
+        assert state.server is not None
+        api = controlplane.wait_ready(layout, state.server)
+        kubeconfig = controlplane.ensure_user_kubeconfig(layout)
+        step.detail = f"{layout.api_url}, kubeconfig {kubeconfig}"
+
+    with progress.step("Loading the lab images into the nodes") as step:
+        imported = 0
+        for node in state.nodes:
+            client = dockerd.docker_client(node.docker_host, timeout=120)
+            try:
+                imported += sum(1 for _tag, done in ensure_images(client, specs) if done)
+            except ImageBuildError as exc:
+                raise LabError(f"{node.name}: {exc}") from exc
+            finally:
+                client.close()
+        step.detail = f"{imported} imported" if imported else "already present"
+
+    with progress.step("Writing the CNI configuration") as step:
+        cni_setup.ensure_plugin_wrapper(layout)
+        for node in state.nodes:
+            cni_setup.ensure_node_cni(layout, node.index, state.cni_plugin)
+        step.detail = f"plugin {state.cni_plugin}"
+
+    reason = agents.agent_unavailable_reason()
+    if reason is not None:
+        progress.warn(f"the node agents could not start: `skiff agent` is not available ({reason}); "
+                      "the lab is up without agents")
+        return
+    with progress.step(f"Starting {len(state.nodes)} node agents") as step:
+        for node in state.nodes:
+            if not agents.is_running(layout, node.index, node.agent):
+                agents.stop_agent(node.agent)
+                node.agent = agents.start_agent(layout, node.index, state.cni_plugin, opts.resources)
+                save_state(state)
+        step.detail = ", ".join(f"{n.name} pid {n.agent.pid}" for n in state.nodes if n.agent)
+    with progress.step("Waiting for the nodes to be Ready"):
+        agents.wait_nodes_ready(api, {n.name: n.agent for n in state.nodes if n.agent}, opts.wait)
+
+
+def summary(state: LabState) -> str:
+    layout = state.layout
+    lines = [f"Lab {state.name} is up: {len(state.nodes)} nodes on {layout.subnet}, API {layout.api_url}",
+             f"  export KUBECONFIG={layout.kubeconfig}"]
+    for node in state.nodes:
+        lines.append(f"  {node.name}: {ipaddress.IPv4Interface(node.ip).ip}  pods {node.pod_cidr}  "
+                     f"DOCKER_HOST={node.docker_host}")
+    return "\n".join(lines)
