@@ -32,6 +32,8 @@ class SyncNotes:
     sandbox_ready: bool = False
     terminal: str | None = None  # the phase once the pod is over and its sandbox torn down
     mount_failures: int = 0
+    sandbox_failures: int = 0
+    sandbox_retry_at: float = 0.0  # time.monotonic() before which no new sandbox is tried
 
 
 class ProbeView:

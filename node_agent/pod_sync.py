@@ -10,6 +10,7 @@ again (None: only on the next event or periodic resync). What it could not do go
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from node_agent.pod_kill import Killer
 from node_agent.pod_status import SyncNotes
 from node_agent.prober_manager import ProberManager
 from node_agent.runtime.container_spec import container_create_kwargs, format_pod, hash_container, to_docker_kwargs
-from node_agent.runtime.containers import APP, INIT, LABEL_SANDBOX_ID, ContainerRecord, PodRuntime
+from node_agent.runtime.containers import APP, INIT, LABEL_NODE, LABEL_SANDBOX_ID, ContainerRecord, PodRuntime
 from node_agent.runtime.docker_adapter import ConflictError, DockerAdapter, DockerError
 from node_agent.runtime.env import ContainerConfigError, resolve_env
 from node_agent.sandbox import SandboxError, Sandboxes, SandboxInfo
@@ -52,6 +53,7 @@ class SyncDeps:
     refresh: Refresh
     pods_dir: Path
     node_ip: str
+    node_name: str = ""
     allocatable: Mapping[str, Any] | None = None
 
 
@@ -128,12 +130,19 @@ class PodSyncer:
                 log.info("pod %s/%s: sandbox %s is gone; killing the pod's containers and recreating it",
                          ns, name, current.id[:12])
                 await self.d.killer.kill_pod(pod, runtime, 0)
+            wait = notes.sandbox_retry_at - time.monotonic()
+            if wait > 0:  # a failed attempt's own Docker events must not turn into a hot loop
+                raise _Wait(wait)
             try:
                 info = await self.d.sandboxes.create(pod, current.restart_count + 1 if current else 0)
             except SandboxError as exc:
+                notes.sandbox_failures += 1
+                delay = min(60.0, RETRY * 2 ** (notes.sandbox_failures - 1))
+                notes.sandbox_retry_at = time.monotonic() + delay
                 self.d.recorder.record(pod, WARNING, exc.reason, str(exc))
-                log.warning("pod %s/%s: %s; retrying in %.0fs", ns, name, exc, RETRY)
-                raise _Wait(RETRY) from exc
+                log.warning("pod %s/%s: %s; retrying in %.0fs", ns, name, exc, delay)
+                raise _Wait(delay) from exc
+            notes.sandbox_failures = 0
             runtime = await self.d.refresh(uid)
         notes.pod_ip, notes.sandbox_ready = info.ip, True
         for old in runtime.sandboxes:
@@ -269,6 +278,8 @@ class PodSyncer:
         except ContainerConfigError as exc:
             return fail(exc.reason, exc.message, f"Error: {exc.message}", RETRY)
         spec.labels[LABEL_SANDBOX_ID] = sandbox.id
+        if self.d.node_name:
+            spec.labels[LABEL_NODE] = self.d.node_name
         try:
             container_id = await self._create(spec)
         except DockerError as exc:

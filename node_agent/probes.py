@@ -10,7 +10,7 @@ the kubelet's rules (``pkg/kubelet/prober/worker.go``):
   consecutive failures, and ``on_result`` is told only when it changes;
 - nothing is probed before ``initialDelaySeconds`` after the container started;
 - liveness and readiness wait until the container has started (its startup probe, if
-  any, succeeded); a startup worker stops probing once it succeeded;
+  any, succeeded); a startup worker ends once it succeeded;
 - after a liveness or startup failure the worker stops: the container will be
   restarted, and the new container gets a new worker.
 
@@ -293,7 +293,7 @@ class ProbeWorker:
             return True
         if self.kind == "startup":
             if self.started:
-                return True  # kept alive but idle, as the kubelet does
+                return False  # its job is done for this container instance
         elif not self._is_started():
             return True
         result = await self._run()
@@ -313,6 +313,8 @@ class ProbeWorker:
         self.message = result.message
         if changed:
             self._on_result(result.success, result.message)
+        if self.kind == "startup" and result.success:
+            return False
         if self.kind in ("liveness", "startup") and not result.success:
             # The container will be killed; probing it while it stops only adds noise.
             self.on_hold = True

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from node_agent.runtime.container_spec import pause_create_spec, to_docker_kwargs
-from node_agent.runtime.containers import ContainerRecord
+from node_agent.runtime.containers import LABEL_NODE, ContainerRecord
 from node_agent.runtime.docker_adapter import DockerAdapter, DockerError
 
 log = logging.getLogger("skiff.agent.sandbox")
@@ -55,8 +55,9 @@ def host_network(pod: Mapping[str, Any]) -> bool:
 
 class Sandboxes:
     def __init__(self, docker: DockerAdapter, network: Network | None, state_dir: Path, pause_image: str,
-                 node_ip: str) -> None:
+                 node_ip: str, node_name: str = "") -> None:
         self.docker = docker
+        self.node_name = node_name
         self.network = network
         self.state_dir = state_dir
         self.pause_image = pause_image
@@ -96,6 +97,8 @@ class Sandboxes:
         """Create and start the pause container, then CNI ADD; on failure undo everything."""
         md = pod.get("metadata") or {}
         spec = pause_create_spec(dict(pod), self.pause_image, attempt=attempt)
+        if self.node_name:
+            spec.labels[LABEL_NODE] = self.node_name
         try:
             sandbox_id = await self.docker.create(to_docker_kwargs(self.docker.api, spec))
         except DockerError as exc:

@@ -307,8 +307,7 @@ async def proxy_exec(request: web.Request, objects: Objects, pod: dict[str, Any]
     if not node_name:
         raise errors.bad_request(f"pod {md['name']} does not have a host assigned")
     check_exec_status(pod, container)
-    client_ws = web.WebSocketResponse(autoping=True, max_msg_size=MAX_MESSAGE, compress=False)
-    if not client_ws.can_prepare(request).ok:
+    if not web.WebSocketResponse(protocols=EXEC_PROTOCOLS).can_prepare(request).ok:
         # kubectl 1.30+ tries a WebSocket first and falls back to SPDY only when that fails.
         raise errors.bad_request("pods/exec is served over WebSocket only (subprotocol v5.channel.k8s.io); "
                                  "SPDY is not supported: use kubectl v1.30 or newer")

@@ -255,9 +255,9 @@ class Objects:
     async def update(self, rt: ResourceType, namespace: str | None, name: str, obj: dict[str, Any],
                      opts: WriteOptions, subresource: str | None = None) -> dict[str, Any]:
         md = meta(obj)
-        if md.get("name") and md["name"] != name:
-            raise errors.bad_request(f"the name of the object ({md['name']}) does not match the name on the URL "
-                                     f"({name})")
+        if md.get("name") != name:
+            raise errors.bad_request(f"the name of the object ({md.get('name') or ''}) does not match the name on "
+                                     f"the URL ({name})")
         self._check_namespace_field(rt, namespace, md)
         kv = await self.get_kv(rt, namespace, name)
         old = decode(kv)

@@ -20,6 +20,7 @@ from node_agent.lab.agents import NodeResources
 from node_agent.lab.layout import (
     LAB_SUPERNET,
     MAX_NODES,
+    RUN_DIR,
     LabError,
     LabLayout,
     preferred_subnet_index,
@@ -63,10 +64,10 @@ def check_host() -> None:
         raise LabError(f"missing tools: {', '.join(missing)} (apt-get install iproute2 iptables util-linux docker.io)")
 
 
-def choose_subnet(name: str) -> int:
+def choose_subnet(name: str, run_dir: Path = RUN_DIR) -> int:
     """The name's preferred 10.250.<k>.0/24, or the next one that no other lab and no host
     address or route uses. Called under the registry lock."""
-    taken = {reg.subnet_index for reg in registrations() if reg.name != name}
+    taken = {reg.subnet_index for reg in registrations(run_dir) if reg.name != name}
     host_nets = [net for net in network.host_ipv4_networks() if not net.supernet_of(LAB_SUPERNET)]
     start = preferred_subnet_index(name)
     for offset in range(256):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -41,18 +42,18 @@ SKIFF_PLUGIN_TYPE = "skiff-bridge"
 REFERENCE_PLUGIN_TYPE = "bridge"
 CACHE_KIND = "cniCacheV1"
 
-# Failures on the runtime's side of the protocol. Plugins' own codes (the spec's 1-99,
-# plugin-specific 100+) are passed through unchanged in CniError.code.
-NO_NETWORK_CONFIG = 900  # no usable *.conflist in the config dir
-PLUGIN_NOT_FOUND = 901  # no executable named after the plugin type on the bin dirs
-PLUGIN_FAILED = 902  # exited non-zero without an error result, or was killed
-PLUGIN_TIMEOUT = 903  # did not finish within the timeout and was killed
-INVALID_RESULT = 904  # stdout was not a result we can read, or it had no IP for the pod
-NO_CACHED_RESULT = 905  # CHECK of an attachment that has no cached ADD result
+# The runtime's own failures have negative codes, so they never collide with a plugin's
+# (the spec's 1-99, plugin-specific 100+, which CniError.code passes through unchanged).
+NO_NETWORK_CONFIG = -1  # no usable *.conflist in the config dir
+PLUGIN_NOT_FOUND = -2  # no executable named after the plugin type on the bin dirs
+PLUGIN_FAILED = -3  # exited non-zero without an error result, or was killed
+PLUGIN_TIMEOUT = -4  # did not finish within the timeout and was killed
+INVALID_RESULT = -5  # stdout was not a result we can read, or it had no IP for the pod
+NO_CACHED_RESULT = -6  # CHECK of an attachment that has no cached ADD result
 
 
 class CniError(Exception):
-    """A CNI operation failed: the plugin's error result, or the runtime's own failure."""
+    """A CNI operation failed: the plugin's error result (code > 0), or the runtime's own failure (code < 0)."""
 
     def __init__(self, code: int, msg: str, details: str = "", plugin: str = "", command: str = "") -> None:
         self.code = code
@@ -661,9 +662,10 @@ def install_skiff_plugin(bin_dir: StrPath) -> Path:
 
     Idempotent; replaced atomically, so a plugin running meanwhile is not disturbed.
     """
-    import cni
-
-    source_root = Path(cni.__file__).resolve().parent.parent
+    spec = importlib.util.find_spec("cni.plugin")
+    if spec is None or not spec.origin:
+        raise RuntimeError("cannot locate Skiff's cni.plugin module to install skiff-bridge")
+    source_root = Path(spec.origin).resolve().parent.parent  # the directory holding the cni package
     code = f"import sys; sys.path.insert(0, {str(source_root)!r}); from cni.plugin import main; main()"
     text = (
         "#!/bin/sh\n"

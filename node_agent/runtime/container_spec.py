@@ -59,7 +59,8 @@ QUOTA_PERIOD = 100_000  # microseconds
 MIN_QUOTA_PERIOD = 1_000
 SANDBOX_CPU_SHARES = 2
 SANDBOX_SHM_SIZE = 64 * 1024 * 1024
-POD_INFRA_OOM_SCORE_ADJ = -998
+# The kubelet gives the sandbox oom_score_adj -998; not here: lowering it needs
+# CAP_SYS_RESOURCE, which a sandboxed dockerd may lack (runc then fails to start it).
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
 # kubelet's containerLogMaxSize / containerLogMaxFiles defaults, in Docker's units.
@@ -432,7 +433,6 @@ def pause_create_spec(pod: Obj, pause_image: str, *, attempt: int = 0) -> Contai
         "ipc_mode": "host" if spec.get("hostIPC") else "shareable",
         "shm_size": SANDBOX_SHM_SIZE,
         "cpu_shares": SANDBOX_CPU_SHARES,
-        "oom_score_adj": POD_INFRA_OOM_SCORE_ADJ,
         "log_config": log_config(),
     }
     if spec.get("hostPID"):

@@ -28,6 +28,8 @@ from node_agent.runtime.container_spec import (
 from node_agent.runtime.container_spec import LABEL_CONTAINER_TYPE as LABEL_TYPE
 
 LABEL_SANDBOX_ID = "io.kubernetes.sandbox.id"  # dockershim's: the pause container a container joined
+# The node whose agent created the container: agents sharing one dockerd (tests) never touch each other's.
+LABEL_NODE = "io.skiff.node"
 MANAGED_FILTER = {"label": f"{LABEL_MANAGED}=true"}
 __all__ = ["APP", "INIT", "PAUSE", "LABEL_CONTAINER_NAME", "LABEL_MANAGED", "LABEL_POD_NAME", "LABEL_POD_NAMESPACE",
            "LABEL_POD_UID", "LABEL_RESTART_COUNT", "LABEL_SANDBOX_ID", "LABEL_TYPE", "MANAGED_FILTER",

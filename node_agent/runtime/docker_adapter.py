@@ -3,7 +3,7 @@
 Every call runs on a private thread pool (stop and exec may block for a whole grace
 period, so the loop's default executor would starve). Errors come out as `DockerError`
 (or `NotFoundError`/`ConflictError`), never as SDK types. `events` is an async iterator
-that survives dockerd restarts: it reconnects with backoff and yields a synthetic
+of this node's managed containers that survives dockerd restarts: it reconnects with backoff and yields a synthetic
 ``{"Type": "skiff", "Action": "connected"}`` after each (re)connection, because events
 were lost in between and the caller must relist.
 """
@@ -24,7 +24,7 @@ import docker
 import docker.errors
 import requests
 
-from node_agent.runtime.containers import LABEL_MANAGED, LABEL_POD_UID, MANAGED_FILTER
+from node_agent.runtime.containers import LABEL_NODE, LABEL_POD_UID, MANAGED_FILTER
 
 log = logging.getLogger("skiff.agent.docker")
 T = TypeVar("T")
@@ -76,9 +76,10 @@ class ExecResult:
 
 
 class DockerAdapter:
-    def __init__(self, base_url: str = "unix:///var/run/docker.sock", *, workers: int = 32,
+    def __init__(self, base_url: str = "unix:///var/run/docker.sock", *, node_name: str = "", workers: int = 32,
                  timeout: int = 60, reconnect_max: float = 5.0) -> None:
         self.base_url = base_url
+        self.node_name = node_name  # only containers labelled for this node are listed and watched
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
         self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout, max_pool_size=workers)
@@ -118,10 +119,13 @@ class DockerAdapter:
 
     async def list_managed(self, pod_uid: str | None = None) -> list[ContainerSummary]:
         """Every container the agent created (of one pod, with ``pod_uid``), running or not."""
-        labels = [MANAGED_FILTER["label"]] + ([f"{LABEL_POD_UID}={pod_uid}"] if pod_uid else [])
+        labels = self._label_filter() + ([f"{LABEL_POD_UID}={pod_uid}"] if pod_uid else [])
         rows = await self._call("list containers", self.api.containers, all=True, filters={"label": labels})
         return [ContainerSummary(id=r["Id"], name=(r.get("Names") or ["/"])[0].lstrip("/"),
                                  labels=r.get("Labels") or {}, state=r.get("State", "")) for r in rows]
+
+    def _label_filter(self) -> list[str]:
+        return [MANAGED_FILTER["label"]] + ([f"{LABEL_NODE}={self.node_name}"] if self.node_name else [])
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         return await self._call(f"inspect {container_id[:12]}", self.api.inspect_container, container_id)
@@ -201,7 +205,7 @@ class DockerAdapter:
                 try:
                     client = docker.APIClient(base_url=self.base_url, version="auto", timeout=self._timeout)
                     stream = client.events(decode=True, filters={
-                        "type": "container", "label": f"{LABEL_MANAGED}=true", "event": list(EVENT_ACTIONS)})
+                        "type": "container", "label": self._label_filter(), "event": list(EVENT_ACTIONS)})
                     holder["stream"] = stream
                     failures = 0
                     deliver(dict(CONNECTED))

@@ -173,6 +173,22 @@ async def verify(server: ApiServer, ledger: Ledger, round_no: int) -> None:
     assert not problems, f"round {round_no}: acknowledged writes lost after kill -9:\n  " + "\n  ".join(problems)
 
 
+def test_restart_with_the_first_service_ip_taken(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """The `kubernetes` Service's address held by another Service (or leaked by a crash
+    between allocating it and storing the Service) must not stop the server from
+    starting: kube-apiserver logs the failed reconcile and serves on."""
+    data_dir = tmp_path / "server"
+    server = server_factory.start(data_dir=data_dir)
+    assert server.delete("/api/v1/namespaces/default/services/kubernetes").status == 200
+    squatter = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "squatter"},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}}
+    resp = server.post("/api/v1/namespaces/default/services", squatter)
+    assert resp.status == 201, str(resp)
+    assert server.stop() == 0
+    server = server_factory.start(data_dir=data_dir)
+    assert server.get("/api/v1/namespaces/default/services/squatter").status == 200
+
+
 def test_acknowledged_writes_survive_kill_9(server_factory: ServerFactory, tmp_path: Path) -> None:
     data_dir = tmp_path / "server"
     rng = random.Random()

@@ -41,6 +41,11 @@ def links(ns: str) -> dict[str, dict[str, Any]]:
     return {link["ifname"]: link for link in ip_json(ns, "-d", "link", "show")}
 
 
+def host_veths(node: Node) -> list[str]:
+    """The veths in the node's namespace: the host ends of pod interfaces."""
+    return sorted(name for name, link in links(node.ns).items() if link.get("linkinfo", {}).get("info_kind") == "veth")
+
+
 def ipv4_addresses(ns: str, dev: str) -> list[str]:
     out = []
     for link in ip_json(ns, "-4", "addr", "show", "dev", dev):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_testlib import Namespaces, Node, ip_json, ipv4_addresses, links, netns_path, ping
+from cni_testlib import Namespaces, Node, host_veths, ip_json, ipv4_addresses, links, netns_path, ping
 
 from cni.config import IPRange, parse_netconf
 from cni.ipam import HostLocalStore
@@ -97,10 +97,6 @@ def ip_files(node: Node) -> dict[str, str]:
     if not directory.exists():
         return {}
     return {p.name: p.read_bytes().decode() for p in directory.iterdir() if re.match(r"^\d+\.\d+\.\d+\.\d+$", p.name)}
-
-
-def host_veths(node: Node) -> list[str]:
-    return sorted(name for name, link in links(node.ns).items() if link.get("linkinfo", {}).get("info_kind") == "veth")
 
 
 def assert_error(run: Run, code: int, *fragments: str) -> dict[str, Any]:
@@ -204,8 +200,8 @@ def test_failure_after_the_veth_rolls_everything_back(node: Node, namespaces: Na
     assert host_veths(node) == [], "the veth was not rolled back"
     assert ip_files(node) == {}, "the address was not released"
     assert set(links(pod)) == {"lo"}
-    # And the same container can be ADDed cleanly afterwards.
-    assert add(node, netconf(node), "pod-a", pod)["ips"][0]["address"] == "10.244.7.2/24"
+    # And the same container can be ADDed cleanly afterwards (round-robin moves on to the next address).
+    assert add(node, netconf(node), "pod-a", pod)["ips"][0]["address"] == "10.244.7.3/24"
 
 
 def test_add_when_the_interface_exists_fails_and_releases_the_address(node: Node, namespaces: Namespaces) -> None:
@@ -358,8 +354,9 @@ def test_concurrent_adds_on_a_new_bridge(node: Node, namespaces: Namespaces) -> 
         procs.append(proc)
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, (out, err)
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        assert proc.wait(timeout=120) == 0, (out, err)
         results.append(json.loads(out))
     addresses = [r["ips"][0]["address"] for r in results]
     assert len(set(addresses)) == count
