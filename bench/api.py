@@ -5,7 +5,11 @@ on the disk you want to measure), then prints:
 - the floor: raw SQLite single-row commits/s (WAL, synchronous=FULL, one fsync each);
 - durable writes/s through the HTTPS API: ConfigMap creates from 50 concurrent clients
   (a create is acknowledged only once it is fsynced), and its ratio to the floor;
-- p50/p99 latency of create, update, get, and list (of 100 objects) at 50 clients.
+- p50/p99 latency of create, update, get, and list (of 100 objects) at 50 clients;
+- the server process's CPU time per request (from /proc), which does not depend on
+  what else the machine is doing: 1000 / (CPU ms per request) is the most one core
+  can serve;
+- for comparison, SQLiteStore's own durable writes/s with 50 writers (no HTTP).
 
 Targets (issue 2): >= 3,000 durable writes/s with group commit; mutating p99 <= 50 ms.
 Clients share one aiohttp session with a keep-alive pool; with --processes N the
@@ -42,9 +46,9 @@ import aiohttp
 import yaml
 
 try:
-    from bench.store_fsync import fsync_floor
+    from bench.store_fsync import fsync_floor, store_rate
 except ModuleNotFoundError:  # run as a script: bench/ itself is on sys.path
-    from store_fsync import fsync_floor  # type: ignore[no-redef]
+    from store_fsync import fsync_floor, store_rate  # type: ignore[no-redef]
 
 READY_TIMEOUT = 60.0
 LIST_SIZE = 100
@@ -132,6 +136,15 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], Target]:
             proc.kill()
             raise RuntimeError(f"skiff server not ready after {READY_TIMEOUT}s ({last})")
         time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), or NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -241,20 +254,22 @@ def main() -> None:
     proc: subprocess.Popen[bytes] | None = None
     try:
         floor = fsync_floor(tmp / "floor.db", 3.0, VALUE.encode())
-        print(f"machine: {os.cpu_count()} CPUs; data dir {tmp}")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; data dir {tmp}")
         print(f"fsync floor (raw SQLite, WAL, synchronous=FULL, 1 row/commit): {floor:,.0f} commits/s")
         proc, target = start_server(tmp / "server")
         asyncio.run(prepare(target))
         print(f"{args.clients} concurrent clients over HTTPS (keep-alive), {args.processes} client process(es), "
               f"{args.seconds:.0f}s per phase")
-        print(f"{'op':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(f"{'op':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server CPU ms/req':>18}")
         results = {}
         for op, label in (("create", "create (durable)"), ("update", "update (durable)"), ("get", "get"),
                           ("list", f"list ({LIST_SIZE} objects)")):
+            cpu_before = cpu_seconds(proc.pid)
             r = phase(target, op, args.clients, args.seconds, args.processes)
+            cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(1, r.ok + r.errors)
             results[op] = r
             print(f"{label:<24} {r.rate:>9,.0f} {r.percentile_ms(50):>8.1f} {r.percentile_ms(99):>8.1f} "
-                  f"{r.errors:>7}")
+                  f"{r.errors:>7} {cpu_ms:>18.2f}")
             for sample in r.error_samples:
                 print(f"    e.g. {sample}")
         writes = results["create"].rate
@@ -263,6 +278,10 @@ def main() -> None:
               f"target >= {TARGET_WRITES:,.0f}: {'met' if writes >= TARGET_WRITES else 'NOT met'}")
         print(f"mutating p99: {mutating_p99:.1f} ms; target <= {TARGET_MUTATING_P99_MS:.0f} ms: "
               f"{'met' if mutating_p99 <= TARGET_MUTATING_P99_MS else 'NOT met'}")
+        store_writes, per_commit = asyncio.run(store_rate(tmp / "store.db", args.clients, args.seconds,
+                                                          VALUE.encode()))
+        print(f"SQLiteStore alone, {args.clients} writers (no HTTP): {store_writes:,.0f} durable writes/s "
+              f"({per_commit:.1f} writes per commit) = {store_writes / floor:.2f} x the floor")
         print(f"create/get p50 ratio: {results['create'].percentile_ms(50) / results['get'].percentile_ms(50):.1f}; "
               f"list/get p50 ratio: {results['list'].percentile_ms(50) / results['get'].percentile_ms(50):.1f}; "
               f"mean latency create {1000 * statistics.fmean(results['create'].latencies or [0]):.1f} ms")

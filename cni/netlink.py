@@ -12,12 +12,9 @@ before touching a link, never pay for it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import importlib.util
 import os
 import sys
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ if TYPE_CHECKING:
 CLONE_NEWNET = 0x40000000
 
 _libc: Any = None
+_minimal_import = False
 
 
 class NetnsGone(Exception):
@@ -42,12 +40,20 @@ class NetnsGone(Exception):
 def use_minimal_import() -> None:
     """Import only pyroute2's rtnetlink modules, not its package ``__init__``.
 
-    ``import pyroute2`` loads NDB, IPDB, conntrack, nftables and more: about 0.3 s
-    on a small node, paid by every pod start. When nothing in the process has
-    imported pyroute2 yet, a bare package object lets ``pyroute2.iproute.linux``
-    load on its own. Only the plugin's entry point calls this: in a shared process
-    other code may expect the full package.
+    ``import pyroute2`` also loads NDB, IPDB, conntrack, nftables and more: about
+    0.15 s of CPU, paid by every pod start. When nothing in the process has imported
+    pyroute2 yet, a bare package object lets ``pyroute2.iproute.linux`` load on its
+    own. Only the plugin's entry point asks for this (it takes effect on first use):
+    in a shared process other code may expect the full package.
     """
+    global _minimal_import
+    _minimal_import = True
+
+
+def _install_bare_package() -> None:
+    import importlib.util
+    import types
+
     if "pyroute2" in sys.modules:
         return
     spec = importlib.util.find_spec("pyroute2")
@@ -61,6 +67,8 @@ def use_minimal_import() -> None:
 
 
 def _iproute_class() -> type[IPRoute]:
+    if _minimal_import:
+        _install_bare_package()
     from pyroute2.iproute.linux import IPRoute
 
     return IPRoute
@@ -86,6 +94,8 @@ def is_netlink_error(exc: BaseException) -> bool:
 
 
 def _setns(fd: int) -> None:
+    import ctypes
+
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)

@@ -22,7 +22,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cni import netlink
 from cni.config import (
@@ -46,6 +46,9 @@ from cni.errors import (
     CniPluginError,
 )
 from cni.result import Interface, IPConfig, Result, Route
+
+if TYPE_CHECKING:
+    from cni.ipam import HostLocalStore
 
 PLUGIN_NAME = "skiff-bridge"
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
@@ -123,7 +126,7 @@ def _quietly(stderr: IO[str], what: str, fn: Callable[..., object], *args: objec
         _log(stderr, f"rollback: could not {what}: {exc}")
 
 
-def _store(conf: NetConf, ipam: IpamConf) -> Any:
+def _store(conf: NetConf, ipam: IpamConf) -> HostLocalStore:
     from cni.ipam import HostLocalStore
 
     return HostLocalStore(ipam.data_dir, conf.name)
@@ -242,13 +245,14 @@ def cmd_check(args: CniArgs, conf: NetConf) -> None:
     if found is None:
         raise CniPluginError(CHECK_FAILED, f"prevResult lists no interface {args.ifname} in sandbox {args.netns}")
     index, expected = found
-    expected_ips = [ip for ip in prev.ips if ip.interface == index]
+    # skiff-bridge only ever assigns IPv4; other families in prevResult belong to other plugins.
+    expected_ips = [ip for ip in prev.ips if ip.interface == index and ip.address.version == 4]
     where = f"netns {args.netns}"
 
     if conf.ipam is not None:
         store = _store(conf, conf.ipam)
         for ip in expected_ips:
-            owner = store.owner(ip.address.ip)
+            owner = store.owner(ipaddress.IPv4Address(ip.address.ip))
             if owner != (args.container_id, args.ifname):
                 held = f"held by {owner[0]}/{owner[1]}" if owner else "not reserved"
                 raise CniPluginError(CHECK_FAILED, f"address {ip.address.ip} of container {args.container_id} is "

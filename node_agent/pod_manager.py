@@ -38,6 +38,13 @@ def _uid(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("uid", ""))
 
 
+def _rv(obj: Obj) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 def _name(pod: Obj | None, runtime: PodRuntime | None = None) -> str:
     if pod is not None:
         md = pod.get("metadata") or {}
@@ -136,6 +143,7 @@ class PodManager:
         runtime = await self.cache.refresh_pod(uid)
         if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
             return await self._terminate(uid, pod, runtime)
+        started = time.monotonic()
         notes = self._notes.setdefault(uid, SyncNotes())
         phase = (pod.get("status") or {}).get("phase")
         if phase in TERMINAL or notes.terminal:
@@ -145,16 +153,28 @@ class PodManager:
         else:
             delay = await self.syncer.sync(pod, runtime, notes)
             runtime = await self.cache.refresh_pod(uid)
+        pod = self._freshest(uid, pod)
         status = compute_status(pod, runtime, notes, self.probes, self.host_ip, self._clock())
         if status["phase"] in TERMINAL and not notes.terminal:
             log.info("pod %s is %s; stopping its sandbox", _name(pod), status["phase"])
             notes.terminal = status["phase"]
             await self._finish(pod, runtime, notes)
+        synced = time.monotonic()
         await self._write_status(uid, pod, status, notes, runtime)
+        log.debug("pod %s synced in %.3fs (status %s, written in %.3fs)", _name(pod), synced - started,
+                  status["phase"], time.monotonic() - synced)
         return delay if delay is not None else self.settings.sync_frequency
 
+    def _freshest(self, uid: str, pod: Obj) -> Obj:
+        """The informer's pod, with our own last status write if the informer has not seen it yet."""
+        written = self._written.get(uid)
+        if written is None or _rv(written) <= _rv(pod):
+            return pod
+        return {**pod, "metadata": {**pod["metadata"], "resourceVersion": written["metadata"]["resourceVersion"]},
+                "status": written.get("status") or {}}
+
     async def _write_status(self, uid: str, pod: Obj, status: Obj, notes: SyncNotes, runtime: PodRuntime) -> None:
-        if status == (pod.get("status") or {}) or status == self._written.get(uid):
+        if status == (pod.get("status") or {}):
             return
 
         def recompute(fresh: Obj) -> Obj:
@@ -162,7 +182,7 @@ class PodManager:
 
         stored = await write_status(self.client, pod, status, recompute=recompute)
         if stored is not None:
-            self._written[uid] = stored.get("status") or {}
+            self._written[uid] = stored
             log.debug("pod %s status written: %s", _name(pod), stored.get("status", {}).get("phase"))
 
     async def _finish(self, pod: Obj, runtime: PodRuntime, notes: SyncNotes) -> None:

@@ -33,7 +33,7 @@ class SyncNotes:
     terminal: str | None = None  # the phase once the pod is over and its sandbox torn down
     mount_failures: int = 0
     sandbox_failures: int = 0
-    sandbox_retry_at: float = 0.0  # time.monotonic() before which no new sandbox is tried
+    sandbox_retry_at: float = 0.0  # no new sandbox is tried before this time (SyncDeps.clock)
 
 
 class ProbeView:
@@ -84,7 +84,7 @@ def container_status(spec: Obj, kind: str, runtime: PodRuntime, notes: SyncNotes
     if latest.running:
         status["state"] = {"running": {"startedAt": rfc3339(latest.started_at)}}
         status["started"] = probes.started(latest.id)
-        status["ready"] = status["started"] and probes.ready(latest.id)
+        status["ready"] = kind != INIT and status["started"] and probes.ready(latest.id)
     elif latest.exited and note is None:
         status["state"] = {"terminated": _terminated(latest)}
         status["ready"] = kind == INIT and latest.exit_code == 0

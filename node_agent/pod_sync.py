@@ -55,6 +55,7 @@ class SyncDeps:
     node_ip: str
     node_name: str = ""
     allocatable: Mapping[str, Any] | None = None
+    clock: Callable[[], float] = time.monotonic
 
 
 class _Wait(Exception):
@@ -130,7 +131,7 @@ class PodSyncer:
                 log.info("pod %s/%s: sandbox %s is gone; killing the pod's containers and recreating it",
                          ns, name, current.id[:12])
                 await self.d.killer.kill_pod(pod, runtime, 0)
-            wait = notes.sandbox_retry_at - time.monotonic()
+            wait = notes.sandbox_retry_at - self.d.clock()
             if wait > 0:  # a failed attempt's own Docker events must not turn into a hot loop
                 raise _Wait(wait)
             try:
@@ -138,7 +139,7 @@ class PodSyncer:
             except SandboxError as exc:
                 notes.sandbox_failures += 1
                 delay = min(60.0, RETRY * 2 ** (notes.sandbox_failures - 1))
-                notes.sandbox_retry_at = time.monotonic() + delay
+                notes.sandbox_retry_at = self.d.clock() + delay
                 self.d.recorder.record(pod, WARNING, exc.reason, str(exc))
                 log.warning("pod %s/%s: %s; retrying in %.0fs", ns, name, exc, delay)
                 raise _Wait(delay) from exc

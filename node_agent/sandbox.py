@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ class Sandboxes:
         spec = pause_create_spec(dict(pod), self.pause_image, attempt=attempt)
         if self.node_name:
             spec.labels[LABEL_NODE] = self.node_name
+        t0 = time.monotonic()
         try:
             sandbox_id = await self.docker.create(to_docker_kwargs(self.docker.api, spec))
         except DockerError as exc:
@@ -106,6 +108,7 @@ class Sandboxes:
         try:
             await self.docker.start(sandbox_id)
             pid = int(((await self.docker.inspect(sandbox_id)).get("State") or {}).get("Pid") or 0)
+            t_started = time.monotonic()
             ip = self.node_ip if host_network(pod) else await self._add(pod, sandbox_id, pid)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -116,6 +119,8 @@ class Sandboxes:
                 raise SandboxError(f"Failed to create pod sandbox: {exc}") from exc
             raise
         log.info("pod %s/%s: sandbox %s ready with IP %s", md.get("namespace"), md.get("name"), sandbox_id[:12], ip)
+        log.debug("sandbox %s: created+started in %.3fs, network in %.3fs", sandbox_id[:12], t_started - t0,
+                  time.monotonic() - t_started)
         return SandboxInfo(sandbox_id, ip)
 
     async def _add(self, pod: Mapping[str, Any], sandbox_id: str, pid: int) -> str | None:

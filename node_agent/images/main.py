@@ -4,6 +4,7 @@ images into every node of a lab (as ``kind load docker-image`` does)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     try:
         client = source_client(args.docker_host)
-        with client:
+        with contextlib.closing(client):
             for tag, imported in ensure_images(client):
                 print(f"{tag}: {'imported' if imported else 'up to date'}")
     except ImageBuildError as exc:
@@ -71,7 +72,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                                   f"run `skiff lab up --name {args.lab}` to repair the lab")
         targets = {n.name: dockerd.docker_client(n.docker_host, timeout=300) for n in state.nodes}
         try:
-            with source_client(args.docker_host) as source:
+            with contextlib.closing(source_client(args.docker_host)) as source:
                 copy_images(source, list(args.images), targets)
         finally:
             for client in targets.values():

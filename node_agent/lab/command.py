@@ -20,7 +20,8 @@ def run(argv: list[str], *, check: bool = True, timeout: float = TIMEOUT) -> sub
     except subprocess.TimeoutExpired:
         raise LabError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from None
     if check and proc.returncode != 0:
-        raise LabError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        output = proc.stderr.strip() or proc.stdout.strip()
+        raise LabError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {output}")
     return proc
 
 

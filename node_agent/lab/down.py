@@ -47,7 +47,7 @@ def lab_links(name: str) -> list[str]:
     return [link for link in network.host_links() if pattern.match(link)]
 
 
-def _socket_paths(pid: int, prefix: str) -> set[str]:
+def socket_paths(pid: int, prefix: str) -> set[str]:
     """Paths under ``prefix`` of the unix sockets process ``pid`` holds. Read from ``/proc/<pid>/net/unix``,
     which lists the sockets of the process's own network namespace (psutil reads the caller's)."""
     inodes: set[str] = set()
@@ -73,7 +73,7 @@ def _shim_sockets(procs: list[psutil.Process]) -> set[str]:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             if "containerd-shim" in proc.name():
-                paths |= _socket_paths(proc.pid, SHIM_SOCKET_DIR)
+                paths |= socket_paths(proc.pid, SHIM_SOCKET_DIR)
     return paths
 
 
@@ -181,7 +181,7 @@ def lab_down(name: str, state_dir: Path | None, progress: Progress, keep_state: 
                 if not cgroups.remove_tree(cg):
                     report.leftovers.append(f"cgroup {cg}")
             step.detail = f"{len(groups)} removed" if groups else "none"
-        if not keep_state:
+        if not keep_state and sd.exists():
             if any(item.startswith("mount ") for item in report.leftovers):
                 progress.warn(f"keeping {sd}: mounts remain under it")
             else:

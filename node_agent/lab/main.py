@@ -22,7 +22,8 @@ def _lab_name(value: str) -> str:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", type=_lab_name, default=DEFAULT_NAME, help=f"lab name, [a-z0-9]{{1,6}} (default {DEFAULT_NAME})")
+    p.add_argument("--name", type=_lab_name, default=DEFAULT_NAME,
+                   help=f"lab name, [a-z0-9]{{1,6}} (default {DEFAULT_NAME})")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where the lab keeps its state (default /var/lib/skiff-lab/<name>, or where it was created)")
 
@@ -36,9 +37,9 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
 
     up = sub.add_parser("up", help="create the lab, or repair a running one")
     _common(up)
-    up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    up.add_argument("--cni-plugin", choices=PLUGINS, default="skiff",
-                    help="skiff: Skiff's skiff-bridge plugin; reference: Debian's bridge + host-local")
+    up.add_argument("--nodes", type=int, default=None, help="number of nodes (default 3, or the lab's current count)")
+    up.add_argument("--cni-plugin", choices=PLUGINS, default=None,
+                    help="skiff (default): Skiff's skiff-bridge plugin; reference: Debian's bridge + host-local")
     up.add_argument("--node-cpu", default=None, help="CPUs each node advertises (default: the host's)")
     up.add_argument("--node-memory", default=None, help="memory each node advertises, e.g. 4Gi (default: the host's)")
     up.add_argument("--wait", type=float, default=READY_TIMEOUT, help="seconds to wait for the nodes to be Ready")

@@ -43,15 +43,16 @@ from node_agent.lab.state import (
     save_state,
 )
 
+DEFAULT_NODES = 3
 REQUIRED_TOOLS = ("ip", "iptables", "nsenter", "sysctl", "dockerd", "containerd", "runc")
 
 
 @dataclass
 class UpOptions:
     name: str
-    nodes: int = 3
+    nodes: int | None = None  # None: the lab's current count, DEFAULT_NODES for a new lab
     state_dir: Path | None = None
-    cni_plugin: str = "skiff"
+    cni_plugin: str | None = None  # None: the lab's current plugin, "skiff" for a new lab
     wait: float = agents.READY_TIMEOUT
     resources: NodeResources = field(default_factory=NodeResources)
 
@@ -88,16 +89,27 @@ def prepare_state(opts: UpOptions) -> LabState:
         state = load_state(state_dir)
         if state is not None and state.name != opts.name:
             raise LabError(f"{state_dir} holds lab {state.name}, not {opts.name}")
-        if state is not None and len(state.nodes) > opts.nodes:
+        if state is not None and opts.cni_plugin not in (None, state.cni_plugin):
+            raise LabError(f"lab {opts.name} uses the {state.cni_plugin} CNI plugin; "
+                           f"`skiff lab down` it to switch to {opts.cni_plugin}")
+        nodes = opts.nodes or (len(state.nodes) if state is not None else DEFAULT_NODES)
+        if state is not None and len(state.nodes) > nodes:
             raise LabError(f"lab {opts.name} has {len(state.nodes)} nodes; `skiff lab down` it to start with fewer")
+        if state is not None:
+            # After a reboot (/run cleared) another lab may have registered this lab's subnet meanwhile.
+            holder = next((r.name for r in registrations() if r.name != opts.name
+                           and r.subnet_index == state.subnet_index), None)
+            if holder is not None:
+                raise LabError(f"lab {holder} now uses {state.layout.subnet}, the subnet of lab {opts.name}; "
+                               f"run `skiff lab down --name {opts.name}` and bring it up again")
         k = state.subnet_index if state is not None else choose_subnet(opts.name)
         register(Registration(opts.name, state_dir, k))
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if state is None:
-        state = LabState(name=opts.name, state_dir=str(state_dir), subnet_index=k)
-    state.cni_plugin = opts.cni_plugin
+        state = LabState(name=opts.name, state_dir=str(state_dir), subnet_index=k,
+                         cni_plugin=opts.cni_plugin or "skiff")
     layout = state.layout
-    for i in range(1, opts.nodes + 1):
+    for i in range(1, nodes + 1):
         if state.node(i) is None:
             state.nodes.append(NodeState(index=i, name=layout.node_name(i), netns=layout.netns(i),
                                          ip=str(layout.node_ip(i)), pod_cidr=str(layout.pod_cidr(i)),
@@ -109,9 +121,9 @@ def prepare_state(opts: UpOptions) -> LabState:
 
 def lab_up(opts: UpOptions, progress: Progress) -> LabState:
     validate_name(opts.name)
-    if not 1 <= opts.nodes <= MAX_NODES:
+    if opts.nodes is not None and not 1 <= opts.nodes <= MAX_NODES:
         raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
-    if opts.cni_plugin not in cni_setup.PLUGINS:
+    if opts.cni_plugin not in (None, *cni_setup.PLUGINS):
         raise LabError(f"--cni-plugin must be one of {', '.join(cni_setup.PLUGINS)}")
     check_host()
 
@@ -181,11 +193,8 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
                 client.close()
         step.detail = f"{imported} imported" if imported else "already present"
 
-    with progress.step("Writing the CNI configuration") as step:
-        cni_setup.ensure_plugin_wrapper(layout)
-        for node in state.nodes:
-            cni_setup.ensure_node_cni(layout, node.index, state.cni_plugin)
-        step.detail = f"plugin {state.cni_plugin}"
+    for node in state.nodes:
+        cni_setup.ensure_cni_dirs(layout, node.index)
 
     reason = agents.agent_unavailable_reason()
     if reason is not None:

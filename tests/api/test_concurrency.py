@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 WRITERS = 20
 LOCKSTEP_ROUNDS = 25
-FREE_RUN_WINS = 300  # stop the free-running phase once this many updates have won
+FREE_RUN_WINS = 150  # stop the free-running phase once this many updates have won
 DEADLINE = 90.0  # seconds for each phase
 
 

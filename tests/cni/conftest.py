@@ -14,17 +14,17 @@ import pytest
 from cni_testlib import Namespaces, Node, suffix
 
 
-@pytest.fixture(autouse=True)
-def _root_with_netns_tools() -> None:
+def _require_root_and_tools() -> None:
     if os.geteuid() != 0:
-        pytest.skip("CNI tests need root (network namespaces)")
+        pytest.skip("needs root (network namespaces)")
     for tool in ("ip", "nsenter", "busybox"):
         if shutil.which(tool) is None:
-            pytest.skip(f"CNI tests need {tool}")
+            pytest.skip(f"needs {tool}")
 
 
 @pytest.fixture
 def namespaces() -> Iterator[Namespaces]:
+    _require_root_and_tools()
     created = Namespaces()
     try:
         yield created

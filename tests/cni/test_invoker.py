@@ -191,7 +191,7 @@ async def test_missing_plugin_binary_and_missing_config(tmp_path: Path, bin_dir:
 
 
 def test_conflist_rendering_and_files(tmp_path: Path) -> None:
-    expected = {
+    expected: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [{
@@ -212,7 +212,7 @@ def test_conflist_rendering_and_files(tmp_path: Path) -> None:
     reference = render_conflist("reference", "10.244.1.0/24", "skiff0", "/var/lib/skiff/cni")
     assert reference["plugins"][0]["type"] == "bridge"
     assert {k: v for k, v in reference["plugins"][0].items() if k != "type"} == \
-        {k: v for k, v in expected["plugins"][0].items() if k != "type"}  # type: ignore[index, union-attr]
+        {k: v for k, v in expected["plugins"][0].items() if k != "type"}
 
     path = write_conflist(tmp_path, "skiff", "10.244.1.0/24", "skiff0", "/var/lib/skiff/cni")
     assert path == tmp_path / "10-skiff.conflist" and json.loads(path.read_text()) == expected
@@ -232,3 +232,24 @@ def test_install_skiff_plugin_is_an_idempotent_executable_wrapper(tmp_path: Path
                           env={"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")}, cwd="/")
     assert done.returncode == 0, done
     assert json.loads(done.stdout)["supportedVersions"] == ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+
+async def test_switching_plugins_shares_the_ipam_layout_and_del_uses_the_added_config(
+        in_node: Node, namespaces: Namespaces, tmp_path: Path, bin_dir: Path) -> None:
+    """Skiff's IPAM files are host-local's: the reference plugin continues where Skiff's stopped."""
+    node = in_node
+    skiff = network(tmp_path, node, bin_dir, "skiff")
+    a, b = namespaces.new("skcc"), namespaces.new("skcc")
+    assert (await skiff.add("cid-a", netns_path(a))).ip == "10.244.3.2"
+
+    reference = network(tmp_path, node, bin_dir, "reference")  # rewrites the same 10-skiff.conflist
+    assert reference.plugins[0]["type"] == "bridge"
+    assert (await reference.add("cid-b", netns_path(b))).ip == "10.244.3.3"
+    assert reserved(node) == ["10.244.3.2", "10.244.3.3"]
+    assert ping(a, "10.244.3.3")
+
+    # cid-a was ADDed by skiff-bridge: its DEL runs skiff-bridge again, from the cached config.
+    await reference.delete("cid-a", netns_path(a))
+    assert reserved(node) == ["10.244.3.3"] and set(links(a)) == {"lo"}
+    await reference.delete("cid-b", netns_path(b))
+    assert reserved(node) == [] and host_veths(node) == []

@@ -261,6 +261,13 @@ def test_kubectl_logs_follow(kubectl135: Kubectl, pods: Pods, web_pod: Pod) -> N
     pods.write_to_stdout(web_pod, "later")
     follower.wait_for_line(lambda line: line == "later", what="a line written after kubectl started following")
     assert follower.proc.poll() is None, follower.describe()
+    follower.stop()
+    # kubectl gone: the API server drops its stream to the agent, and the agent its Docker stream.
+    wait_for(lambda: not stream_threads("logs-"), "the agent's log stream thread to end")
+
+
+def stream_threads(prefix: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
 
 
 def test_kubectl_exec_exit_code(kubectl135: Kubectl, web_pod: Pod) -> None:
@@ -270,6 +277,7 @@ def test_kubectl_exec_exit_code(kubectl135: Kubectl, web_pod: Pod) -> None:
     assert "oops" in result.stderr
     assert "command terminated with exit code 3" in result.stderr
     assert kubectl135.ok("exec", "web", "-n", web_pod.namespace, "-c", "main", "--", "echo", "ok") == "ok\n"
+    wait_for(lambda: not stream_threads("exec-"), "the agent's exec threads to end")
 
 
 def test_kubectl_exec_stdin(kubectl135: Kubectl, web_pod: Pod) -> None:
@@ -281,9 +289,9 @@ def test_kubectl_exec_stdin(kubectl135: Kubectl, web_pod: Pod) -> None:
 def test_kubectl_exec_tty_gets_the_terminal_size(kubectl135: Kubectl, web_pod: Pod) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 37, 111, 0, 0))  # rows, columns
-    # A Docker exec's terminal starts at 0x0 (busybox's stty size fails on that): wait for
-    # the resize kubectl sends after connecting, then report it.
-    script = "until stty size >/dev/null 2>&1; do sleep 0.05; done; stty size"
+    # A Docker exec's terminal starts at 0x0, where busybox's `stty size` prints nothing to
+    # stdout (only an error, and exits 0): wait for kubectl's resize, then report the size.
+    script = 'while [ -z "$(stty size 2>/dev/null)" ]; do sleep 0.05; done; stty size'
     proc = subprocess.Popen(kubectl135.argv("exec", "-it", "web", "-n", web_pod.namespace, "--", "sh", "-c",
                                             script),
                             stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=kubectl135.env, close_fds=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from node_agent.images.rootfs import RootFS
-from node_agent.lab.cni_setup import render_conflist
 from node_agent.lab.firewall import render_lab_chain
 from node_agent.lab.layout import LabError, LabLayout, preferred_subnet_index, validate_name
 from node_agent.lab.processes import mentions_path
@@ -62,22 +61,6 @@ def test_state_round_trip() -> None:
                      nodes=[NodeState(1, "t1-node-1", "skiff-t1-1", "10.250.9.11/24", "10.244.1.0/24",
                                       "unix:///tmp/x/t1-node-1/docker.sock", dockerd=rec)], server=rec)
     assert LabState.from_json(state.to_json()) == state
-
-
-def test_conflists_differ_only_in_plugin_type(tmp_path: Path) -> None:
-    skiff = render_conflist("skiff", ipaddress.IPv4Network("10.244.2.0/24"), tmp_path)
-    reference = render_conflist("reference", ipaddress.IPv4Network("10.244.2.0/24"), tmp_path)
-    assert skiff["plugins"][0]["type"] == "skiff-bridge"
-    assert reference["plugins"][0]["type"] == "bridge"
-    reference["plugins"][0]["type"] = "skiff-bridge"
-    assert skiff == reference
-    assert skiff == {
-        "cniVersion": "1.0.0", "name": "skiff",
-        "plugins": [{"type": "skiff-bridge", "bridge": "skiff0", "isGateway": True, "ipMasq": False,
-                     "hairpinMode": True,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.2.0/24", "gateway": "10.244.2.1"}]],
-                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path)}}],
-    }
 
 
 def test_lab_chain_accepts_only_bridge_to_bridge() -> None:

@@ -15,6 +15,7 @@ import re
 import ssl
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -245,6 +246,10 @@ async def test_follow_sees_a_line_written_later(agent: Agent, pod: FakePod, api:
                 assert chunk, f"the stream ended before the new line; got {seen!r}"
                 seen += chunk
         assert seen == b"three\nlater\n"
+    # The client hung up: the handler is cancelled and the Docker stream's thread ends.
+    async with asyncio.timeout(TIMEOUT):
+        while any(t.name == f"logs-{pod.current[:12]}" for t in threading.enumerate()):
+            await asyncio.sleep(0.05)
 
 
 # ---- exec ----------------------------------------------------------------------------------
