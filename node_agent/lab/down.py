@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from node_agent.lab import agents, cgroups, controlplane, dockerd, firewall, mounts, network
-from node_agent.lab.layout import LabError, LabLayout, validate_name
+from node_agent.lab.layout import DEFAULT_STATE_ROOT, LabError, LabLayout, validate_name
 from node_agent.lab.processes import find_lab_processes, kill_processes, netns_inode, process_of, stop_processes
 from node_agent.lab.progress import Progress
 from node_agent.lab.state import LabState, lab_locked, load_state, read_registration, resolve_state_dir, unregister
@@ -131,6 +131,9 @@ def remove_state_files(layout: LabLayout) -> None:
                 entry.unlink()
     with contextlib.suppress(OSError):
         sd.rmdir()
+    if sd.parent == DEFAULT_STATE_ROOT:
+        with contextlib.suppress(OSError):
+            DEFAULT_STATE_ROOT.rmdir()  # only if no other lab is left in it
 
 
 def lab_down(name: str, state_dir: Path | None, progress: Progress, keep_state: bool = False) -> DownReport:

@@ -37,6 +37,7 @@ EXTERNAL_PARSERS = (
     ("control_plane.main", "add_server_parser"),
     ("node_agent.main", "add_agent_parser"),
     ("node_agent.lab.main", "add_lab_parser"),
+    ("node_agent.images.main", "add_image_parser"),
 )
 
 
