@@ -52,7 +52,7 @@ class AgentServerSettings(Protocol):
     @property
     def node_name(self) -> str: ...
     @property
-    def node_ip(self) -> str: ...
+    def node_ip(self) -> str | None: ...
 
 
 def _http_error(status: int, message: str) -> web.HTTPException:
@@ -313,7 +313,8 @@ async def start_agent_server(settings: AgentServerSettings, client: docker.Docke
     certificate kept under ``<data_dir>/pki``; ``client_ca_pem`` is the cluster CA (the
     kubeconfig's certificate-authority-data). Port 0 picks a free port: read it from
     ``runner.addresses``. Stop it with ``await runner.cleanup()``."""
-    cert, key = ensure_serving_cert(Path(settings.data_dir) / "pki", settings.node_name, settings.node_ip)
+    addresses = [a for a in (settings.node_ip, settings.listen_address) if a and a not in ("0.0.0.0", "::")]
+    cert, key = ensure_serving_cert(Path(settings.data_dir) / "pki", settings.node_name, addresses)
     tls = server_context(cert, key, client_ca_pem)
     runner = web.AppRunner(build_agent_app(docker_streams.low_level(client)), handler_cancellation=True,
                            access_log=None)

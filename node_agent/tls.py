@@ -42,16 +42,18 @@ def _usable(cert_path: Path, key_path: Path, hosts: list[str]) -> bool:
     return fresh and all(h in have for h in hosts if h)
 
 
-def ensure_serving_cert(pki_dir: Path, node_name: str, node_ip: str) -> tuple[Path, Path]:
-    """``<pki_dir>/kubelet.crt`` and ``kubelet.key`` (kubelet's file names), made on first
-    start and re-made when the node's name or address changed or expiry is near."""
+def ensure_serving_cert(pki_dir: Path, node_name: str, addresses: list[str]) -> tuple[Path, Path]:
+    """``<pki_dir>/kubelet.crt`` and ``kubelet.key`` (kubelet's file names) for the node's
+    name and addresses, made on first start and re-made when one of them is missing from
+    the certificate or expiry is near."""
+    hosts = [*addresses, node_name]
     pki_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = pki_dir / "kubelet.crt", pki_dir / "kubelet.key"
-    hosts = [node_ip, node_name]
     if _usable(cert_path, key_path, hosts):
         return cert_path, key_path
     now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
+    # named like kubelet's self-signed certificate: "<hostname>@<timestamp>"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@{int(now.timestamp())}")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())

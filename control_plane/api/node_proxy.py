@@ -130,10 +130,10 @@ def check_log_status(pod: dict[str, Any], container: str, previous: bool) -> Non
     state = cstatus.get("state") or {}
     last_terminated = (cstatus.get("lastState") or {}).get("terminated")
     if previous:
-        if not last_terminated:
+        if last_terminated is None:
             raise errors.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
         return
-    if state.get("running") or state.get("terminated") or last_terminated:
+    if state.get("running") is not None or state.get("terminated") is not None or last_terminated is not None:
         return
     if state.get("waiting") is not None:
         raise _waiting(container, name, str(state["waiting"].get("reason") or "ContainerCreating"))
@@ -196,7 +196,7 @@ def _dial_error(url: str, exc: BaseException) -> errors.ApiError:
 # ---- logs ---------------------------------------------------------------------------------
 
 
-def _log_params(pod_name: str, q: Any) -> dict[str, str]:
+def log_params(pod_name: str, q: Any) -> dict[str, str]:
     """Validated PodLogOptions, as the query for the agent."""
     params: dict[str, str] = {}
     for key in ("follow", "previous", "timestamps"):
@@ -244,7 +244,7 @@ async def proxy_log(request: web.Request, objects: Objects, pod: dict[str, Any])
         raise errors.method_not_allowed(f"{request.method} is not supported on pods/log")
     md = pod["metadata"]
     container = choose_container(pod, request.query.get("container") or "")
-    params = _log_params(md["name"], request.query)
+    params = log_params(md["name"], request.query)
     headers = {"Content-Type": "text/plain", "Cache-Control": "no-cache, private"}
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:  # not scheduled: no log yet (kube-apiserver answers empty)

@@ -254,7 +254,7 @@ def test_graceful_delete_runs_prestop_then_sigterm(api_server: Any, node: h.Test
          "volumeMounts": [{"name": "out", "mountPath": "/out"}]}],
         terminationGracePeriodSeconds=20,
         volumes=[{"name": "out", "hostPath": {"path": str(marker_dir), "type": "DirectoryOrCreate"}}]))
-    wait_pod(api_server, ns, "grace", running, 60, "Running")
+    uid = wait_pod(api_server, ns, "grace", running, 60, "Running")["metadata"]["uid"]
     h.wait_for(lambda: (marker_dir / "log").exists(), 10, "the container to start")
     started = time.monotonic()
     assert api_server.delete(f"/api/v1/namespaces/{ns}/pods/grace").status in (200, 202)
@@ -263,7 +263,7 @@ def test_graceful_delete_runs_prestop_then_sigterm(api_server: Any, node: h.Test
     assert (marker_dir / "log").read_text().split() == ["started", "prestop", "term"]
     assert took < 15, f"a container that exits on SIGTERM must not wait out the grace period ({took:.1f}s)"
     assert not h.managed_containers(namespaces={ns}), "containers left behind"
-    assert not (node.root / "data" / "pods").exists() or not any((node.root / "data" / "pods").iterdir())
+    assert not (node.root / "data" / "pods" / uid).exists(), "the pod dir is left behind"
 
 
 def test_sigkill_after_grace_period(api_server: Any, node: h.TestNode, ns: str) -> None:

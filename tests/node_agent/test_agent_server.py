@@ -30,6 +30,7 @@ import pytest
 from control_plane.api.certs import Pki, ensure_client_cert, ensure_pki
 from node_agent.runtime.docker_streams import parse_resize
 from node_agent.server import start_agent_server
+from node_agent.tls import ensure_serving_cert
 
 BUSYBOX = Path("/bin/busybox")
 APP_IMAGE = "skiff/app:1.0"
@@ -355,3 +356,17 @@ def test_parse_resize() -> None:
     assert parse_resize(b'{"Width":80,"Height":24}\n{"Width":100,"Height":30}') == [(80, 24), (100, 30)]
     assert parse_resize(b'{"Width":0,"Height":24}') == []
     assert parse_resize(b"garbage") == []
+
+
+def test_certificates_are_kept_until_something_changes(tmp_path: Path) -> None:
+    cert, _ = ensure_serving_cert(tmp_path / "pki", "node-a", ["10.0.0.5"])
+    first = cert.read_bytes()
+    assert ensure_serving_cert(tmp_path / "pki", "node-a", ["10.0.0.5"])[0].read_bytes() == first
+    assert ensure_serving_cert(tmp_path / "pki", "node-a", ["10.0.0.6"])[0].read_bytes() != first
+
+    pki = ensure_pki(tmp_path / "ca", ["localhost"])
+    client_cert, _ = ensure_client_cert(tmp_path / "client", pki)
+    issued = client_cert.read_bytes()
+    assert ensure_client_cert(tmp_path / "client", pki)[0].read_bytes() == issued
+    other_ca = ensure_pki(tmp_path / "ca2", ["localhost"])  # same CA name, another key
+    assert ensure_client_cert(tmp_path / "client", other_ca)[0].read_bytes() != issued
