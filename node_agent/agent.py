@@ -137,6 +137,7 @@ class Agent:
         self.informer = Informer(client, "pods", field_selector=f"spec.nodeName={settings.node_name}")
         self.informer.add_handlers(on_add=self.manager.on_pod, on_update=self.manager.on_pod_update,
                                    on_delete=self.manager.on_pod_delete)
+        self._background: set[asyncio.Task[None]] = set()
 
     async def health(self) -> NodeHealth:
         runtime = "" if await self.docker.ping() else f"cannot reach docker at {self.docker.base_url}"
@@ -167,7 +168,9 @@ class Agent:
                              watch_events(self.docker, self.manager.trigger, self._relist_soon))
 
     def _relist_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.manager.relist_once())
+        task = asyncio.get_running_loop().create_task(self.manager.relist_once())
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
 
     async def start_server(self) -> Any:
         try:

@@ -108,14 +108,15 @@ class PodManager:
             self.trigger(uid)
 
     async def relist_loop(self) -> None:
-        """Relist every relist_period (changes wake their pods); resync every pod each sync_frequency."""
+        """Relist every relist_period (changes wake their pods); every sync_frequency, wake pods without a worker."""
         last_full = self._clock()
         while True:
             try:
                 await self.relist_once()
                 if self._clock() - last_full >= self.settings.sync_frequency:
                     last_full = self._clock()
-                    for uid in set(self._pods) | self.cache.uids():
+                    # Workers resync themselves; this catches pods that have none (e.g. a leftover after DONE).
+                    for uid in (set(self._pods) | self.cache.uids()) - self.workers.uids():
                         self.trigger(uid)
             except asyncio.CancelledError:
                 raise

@@ -36,17 +36,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid number literal {name}")
 
 
-def _scrub_surrogates(value: Any) -> Any:
+def scrub_surrogates(value: Any) -> Any:
     """Lone UTF-16 surrogates (``"\\ud800"``) become U+FFFD, as Go's JSON decoder does:
     they cannot be stored or sent as UTF-8."""
     if isinstance(value, str):
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+            # a valid pair (YAML decodes the two escapes one by one) becomes its character
+            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
         return value
     if isinstance(value, list):
-        return [_scrub_surrogates(v) for v in value]
+        return [scrub_surrogates(v) for v in value]
     if isinstance(value, dict):
-        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
+        return {scrub_surrogates(k): scrub_surrogates(v) for k, v in value.items()}
     return value
 
 
@@ -72,7 +73,7 @@ def parse_document(data: bytes, content_type: str) -> Any:
             doc = json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
-        return _scrub_surrogates(doc) if b"\\u" in data or b"\\U" in data else doc
+        return scrub_surrogates(doc) if b"\\u" in data or b"\\U" in data else doc
     if content_type in YAML_TYPES:
         try:
             doc = yaml.safe_load(data)
@@ -81,7 +82,7 @@ def parse_document(data: bytes, content_type: str) -> Any:
         if _expanded_size(doc, MAX_YAML_NODES) > MAX_YAML_NODES:
             raise errors.bad_request("error converting YAML to JSON: the document expands to more than "
                                      f"{MAX_YAML_NODES} nodes (aliases)")
-        return _scrub_surrogates(doc)
+        return scrub_surrogates(doc)
     raise errors.unsupported_media_type(content_type)
 
 

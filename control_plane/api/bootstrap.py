@@ -24,8 +24,13 @@ async def _ensure(objects: Objects, plural: str, namespace: str | None, obj: dic
         await objects.create(rt, namespace, obj, WriteOptions())
         log.info("created %s %s", plural, obj["metadata"]["name"])
     except errors.ApiError as e:
-        if e.reason != "AlreadyExists":
-            raise
+        if e.reason == "AlreadyExists":
+            return
+        if plural == "namespaces":
+            raise  # the server cannot serve without its namespaces
+        # e.g. the `kubernetes` Service's address held by another Service: serve on,
+        # as kube-apiserver's reconciler does, and say so.
+        log.error("could not create %s %s: %s; serving without it", plural, obj["metadata"]["name"], e)
 
 
 async def ensure_defaults(objects: Objects, settings: ApiServerSettings) -> None:

@@ -308,7 +308,11 @@ class ResourceHandler:
         raw = await bodies.read_raw(request)
         validation = field_validation(request.query)
 
+        escaped = b"\\u" in raw or b"\\U" in raw  # may hold lone surrogates, which cannot be stored
+
         def decode_patched(obj: dict[str, Any]) -> dict[str, Any]:
+            if escaped:
+                obj = bodies.scrub_surrogates(obj)
             return bodies.decode_object(rt, bodies.check_kind(rt, obj), validation, opts.warnings)
 
         patched = await self.objects.patch(rt, ns, name, content_type, raw, opts, sub, decode_patched)
@@ -317,8 +321,8 @@ class ResourceHandler:
     async def _delete(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
         raw = await bodies.read_raw(request)
         body = bodies.parse_document(raw, "application/json") if raw.strip() else None
-        obj, gone = await self.objects.delete(rt, ns, name, delete_options(request.query, body))
-        return respond(obj, 200 if gone else 202)
+        obj, _ = await self.objects.delete(rt, ns, name, delete_options(request.query, body))
+        return respond(obj)  # 200 whether gone now or lingering, as Kubernetes answers
 
     async def _delete_collection(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
         raw = await bodies.read_raw(request)

@@ -28,7 +28,7 @@ VERSION_INFO = {
     "major": "1", "minor": "30", "gitVersion": "v1.30.0-skiff", "gitCommit": "skiff", "gitTreeState": "clean",
     "buildDate": "2026-11-23T00:00:00Z", "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64",
 }
-USER: web.AppKey[UserInfo] = web.AppKey("user", UserInfo)
+USER: web.RequestKey[UserInfo] = web.RequestKey("user", UserInfo)
 _PLURALS = frozenset(rt.plural for rt in REGISTRY.types)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,6 +63,15 @@ def _verb(request: web.Request) -> str:
     if m == "GET":
         return "WATCH" if request.query.get("watch") in ("true", "1") else "GET"
     return m
+
+
+def _long_running(request: web.Request, verb: str) -> bool:
+    """Requests kube-apiserver exempts from in-flight limits: watches, followed logs,
+    exec streams."""
+    if verb == "WATCH":
+        return True
+    path = request.path
+    return path.endswith("/exec") or (path.endswith("/log") and request.query.get("follow") in ("true", "1"))
 
 
 def _resource(path: str) -> str:
@@ -111,7 +120,7 @@ def auth_middleware(authn: TokenAuthenticator) -> Any:
         user = authn.authenticate(request.headers.get("Authorization"))
         if user is None:
             raise errors.unauthorized()
-        request["user"] = user
+        request[USER] = user
         return await handler(request)
 
     return middleware
@@ -129,7 +138,7 @@ def limits_middleware(settings: ApiServerSettings, metrics: Metrics) -> Any:
         resource = _resource(request.path)
         start = time.perf_counter()
         status = 500
-        if verb == "WATCH":
+        if _long_running(request, verb):
             try:
                 response = await handler(request)
                 status = response.status
