@@ -16,7 +16,7 @@ from control_plane.controllers.workqueue import WorkQueue, run_worker
 from skiff.api.resources import REGISTRY
 from skiff.client.api import ApiClient
 from skiff.client.errors import Conflict, NotFound
-from skiff.client.informer import Informer
+from skiff.client.informer import SharedInformerFactory
 
 log = logging.getLogger(__name__)
 FINALIZER = "kubernetes"
@@ -24,10 +24,10 @@ RECHECK_SECONDS = 2.0
 
 
 class NamespaceController:
-    def __init__(self, client: ApiClient, workers: int = 2):
+    def __init__(self, client: ApiClient, informers: SharedInformerFactory, workers: int = 2):
         self.client = client
         self.queue = WorkQueue()
-        self.informer = Informer(client, "namespaces")
+        self.informer = informers.informer_for("namespaces")
         self.workers = workers
         self.informer.add_handlers(on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new))
 
@@ -36,12 +36,11 @@ class NamespaceController:
             self.queue.add(ns["metadata"]["name"])
 
     async def run(self) -> None:
-        self.informer.start()
+        """The workers; the shared informer factory is started (and stopped) by the manager."""
         try:
             await asyncio.gather(*(run_worker(self.queue, self.sync, "namespace-controller", log.warning)
                                    for _ in range(self.workers)))
         finally:
-            await self.informer.stop()
             self.queue.close()
 
     async def sync(self, name: str) -> None:
