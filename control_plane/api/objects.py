@@ -22,6 +22,7 @@ from control_plane.api.allocators import AllocationError, ServiceAllocators
 from control_plane.api.defaults import apply_defaults
 from control_plane.api.errors import ApiError, Cause
 from control_plane.api.meta import decode_continue, encode_continue, generate_name, meta, new_uid, rfc3339
+from control_plane.api.namespace_cache import NamespaceCache
 from control_plane.api.patch import apply_patch
 from control_plane.api.strategies import Strategy, strategy_for
 from control_plane.api.validation import validate, validate_status_update
@@ -42,6 +43,32 @@ log = logging.getLogger(__name__)
 NAMESPACES = REGISTRY.require("", "v1", "namespaces")
 SERVICES = REGISTRY.require("", "v1", "services")
 PATCH_RETRIES = 5
+
+
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+
+
+def propagation_finalizers(rt: ResourceType, md: dict[str, Any], policy: str | None) -> list[str] | None:
+    """Kubernetes' deletionFinalizersForGarbageCollection: the finalizers a DELETE with
+    propagationPolicy ``policy`` leaves on the object (``orphan`` for Orphan,
+    ``foregroundDeletion`` for Foreground, neither for Background; without a policy the
+    object's own finalizer wins, else the type's default: Orphan for batch/v1 Jobs,
+    Background for the rest), or None when they stay as they are. A graceful deletion
+    under way keeps its finalizers, as rest.BeforeDelete refuses to change them."""
+    if md.get("deletionTimestamp") and (md.get("deletionGracePeriodSeconds") or 0) > 0:
+        return None
+    current = [f for f in md.get("finalizers") or [] if isinstance(f, str)]
+    if policy is None:
+        if ORPHAN_FINALIZER in current or FOREGROUND_FINALIZER in current:
+            return None
+        policy = "Orphan" if (rt.group, rt.kind) == ("batch", "Job") else "Background"
+    wanted = [f for f in current if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)]
+    if policy == "Orphan":
+        wanted.append(ORPHAN_FINALIZER)
+    elif policy == "Foreground":
+        wanted.append(FOREGROUND_FINALIZER)
+    return None if set(wanted) == set(current) else wanted
 
 
 @dataclass
@@ -113,6 +140,7 @@ class Objects:
         self.allocators = allocators
         self.clock = clock
         self._strategies: dict[str, Strategy] = {}
+        self.namespaces: NamespaceCache | None = None  # set once the server has started it
 
     def strategy(self, rt: ResourceType) -> Strategy:
         key = rt.resource_prefix
@@ -234,6 +262,8 @@ class Objects:
                                      "on the request")
 
     async def _check_namespace_open(self, namespace: str) -> None:
+        if self.namespaces is not None and self.namespaces.is_active(namespace):
+            return
         kv = await self.store.get(NAMESPACES.storage_key(None, namespace))
         if kv is None:
             raise errors.not_found("namespaces", namespace)
@@ -416,6 +446,12 @@ class Objects:
                            obj: dict[str, Any], opts: DeleteOptions) -> tuple[dict[str, Any], bool]:
         md = obj["metadata"]
         strategy = self.strategy(rt)
+        gc_finalizers = propagation_finalizers(rt, md, opts.propagation_policy)
+        if gc_finalizers is not None:
+            if gc_finalizers:
+                md["finalizers"] = gc_finalizers
+            else:
+                md.pop("finalizers", None)
         grace = strategy.graceful_delete_seconds(obj, opts.grace_period_seconds)
         lingers = grace is not None or bool(md.get("finalizers")) or rt.kind == "Namespace"
         if not lingers:
@@ -423,7 +459,7 @@ class Objects:
                 return obj, True
             return await self._remove(rt, namespace, name, kv.mod_revision, obj), True
         now = self.clock()
-        changed = False
+        changed = gc_finalizers is not None
         if not md.get("deletionTimestamp"):
             md["deletionTimestamp"] = rfc3339(now + (grace or 0))
             md["deletionGracePeriodSeconds"] = grace or 0

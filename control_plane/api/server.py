@@ -17,7 +17,8 @@ from control_plane.api.allocators import ServiceAllocators
 from control_plane.api.auth import TokenAuthenticator, UserInfo, is_anonymous_path
 from control_plane.api.bootstrap import ensure_defaults
 from control_plane.api.handlers import OBJECTS, ResourceHandler, respond
-from control_plane.api.objects import Objects
+from control_plane.api.namespace_cache import NamespaceCache
+from control_plane.api.objects import NAMESPACES, Objects
 from control_plane.api.settings import ApiServerSettings
 from control_plane.storage.interface import Store
 from skiff.api.resources import REGISTRY
@@ -245,7 +246,12 @@ def build_app(settings: ApiServerSettings, store: Store, authn: TokenAuthenticat
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.start()
         await ensure_defaults(objects, settings)
+        namespaces = NamespaceCache(store, NAMESPACES.list_prefix(None))
+        await namespaces.start()
+        objects.namespaces = namespaces
         yield
+        objects.namespaces = None
+        await namespaces.stop()
         await store.close()
 
     app.cleanup_ctx.append(storage_ctx)

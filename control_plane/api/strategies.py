@@ -100,6 +100,14 @@ class NamespaceStrategy(Strategy):
         return super().removable(obj) and not (obj.get("spec") or {}).get("finalizers")
 
 
+class NodeStrategy(Strategy):
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        # Kubernetes lets a Node be created with its status: the kubelet registers
+        # itself with capacity and conditions in one write.
+        status = obj.get("status")
+        return status if isinstance(status, dict) else {}
+
+
 class ServiceStrategy(Strategy):
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any]:
         return {"loadBalancer": {}}
@@ -160,6 +168,7 @@ def _same_quantity(a: Any, b: Any) -> bool:
 _STRATEGIES: dict[str, type[Strategy]] = {
     "Pod": PodStrategy,
     "Namespace": NamespaceStrategy,
+    "Node": NodeStrategy,
     "Service": ServiceStrategy,
 }
 

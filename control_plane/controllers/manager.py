@@ -16,7 +16,11 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from control_plane.controllers.garbagecollector import GarbageCollector
 from control_plane.controllers.namespace import NamespaceController
+from control_plane.controllers.nodeipam import NodeIpamController
+from control_plane.controllers.nodelifecycle import NodeLifecycleController
+from control_plane.controllers.replicaset import ReplicaSetController
 from skiff.client.api import ApiClient
 from skiff.client.informer import SharedInformerFactory
 
@@ -34,6 +38,10 @@ ControllerFactory = Callable[[ApiClient, SharedInformerFactory], Controller]
 
 CONTROLLERS: dict[str, ControllerFactory] = {
     "namespace": NamespaceController,
+    "garbagecollector": GarbageCollector,
+    "nodeipam": NodeIpamController,
+    "nodelifecycle": NodeLifecycleController,
+    "replicaset": ReplicaSetController,
 }
 
 

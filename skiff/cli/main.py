@@ -38,6 +38,7 @@ EXTERNAL_PARSERS = (
     ("node_agent.main", "add_agent_parser"),
     ("node_agent.lab.main", "add_lab_parser"),
     ("node_agent.images.main", "add_image_parser"),
+    ("control_plane.controllers.main", "add_controller_manager_parser"),
 )
 
 

@@ -1,0 +1,42 @@
+"""Indexes over a shared informer's cache, kept current by the informer's own handlers.
+
+Controllers ask "the pods of namespace X" on every sync; scanning every cached pod of the
+cluster for that is what client-go's namespace indexer avoids, and so does this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control_plane.controllers.workload_pods import meta
+from skiff.client.informer import Informer
+
+Obj = dict[str, Any]
+
+
+class NamespaceIndex:
+    """The informer's objects grouped by namespace. Build it before the informer starts
+    (the usual case: in a controller's constructor); objects already cached are indexed
+    at once too."""
+
+    def __init__(self, informer: Informer) -> None:
+        self._by_ns: dict[str, dict[str, Obj]] = {}
+        for obj in informer.list():
+            self._put(obj)
+        informer.add_handlers(on_add=self._put, on_update=lambda old, new: self._put(new), on_delete=self._drop)
+
+    def _put(self, obj: Obj) -> None:
+        md = meta(obj)
+        self._by_ns.setdefault(str(md.get("namespace") or ""), {})[str(md.get("name"))] = obj
+
+    def _drop(self, obj: Obj) -> None:
+        md = meta(obj)
+        ns = str(md.get("namespace") or "")
+        objs = self._by_ns.get(ns)
+        if objs is not None:
+            objs.pop(str(md.get("name")), None)
+            if not objs:
+                del self._by_ns[ns]
+
+    def list(self, namespace: str) -> list[Obj]:
+        return list((self._by_ns.get(namespace) or {}).values())
