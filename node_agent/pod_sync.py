@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node_agent.backoff import CrashBackoff, go_duration
+from node_agent.etc_hosts import etc_hosts_mount
 from node_agent.events import NORMAL, WARNING, EventRecorder, container_field_path
 from node_agent.hooks import run_handler
 from node_agent.image_puller import ImagePuller, ImagePullError
@@ -271,6 +272,9 @@ class PodSyncer:
                                     pod_ip=notes.pod_ip or "", host_ip=self.d.node_ip,
                                     node_allocatable=self.d.allocatable)
             mounts = mounts_for(c, volumes, env=env)
+            hosts = etc_hosts_mount(pod, self.d.pods_dir / uid, notes.pod_ip, c)
+            if hosts is not None:
+                mounts.append(hosts)
             log_file = prepare_termination_log(self.d.pods_dir / uid, cname, restart_count)
             spec = container_create_kwargs(
                 pod, c, kind="init" if kind == INIT else "app", pause_id=sandbox.id, restart_count=restart_count,

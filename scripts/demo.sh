@@ -1,99 +1,77 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then the main job: start `skiff server` on a free port
-# with a fresh data dir, wait until it is ready, list its namespaces with `skiff` and
-# with the real kubectl 1.35, and stop it again.
+# Set up (scripts/setup.sh), then the main job: a three-node lab on this machine
+# (`skiff lab up`: a network namespace and a dockerd per node, the control plane, one
+# node agent per node), and a demo pod on each node serving HTTP, shown Running with
+# its pod IP and answering through `kubectl exec` and `kubectl logs`.
 #
-#   scripts/demo.sh          # run and clean up
-#   scripts/demo.sh --keep   # leave the server running and print how to reach it
+#   scripts/demo.sh          # bring the lab up, run the demo, leave the lab running
+#   scripts/demo.sh --down   # ... and take the lab down at the end
 #
-# SKIFF_DEMO_DIR picks the data dir (default: a new temp dir).
+# SKIFF_DEMO_LAB names the lab (default "demo"); `skiff lab down --name demo` removes it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-KEEP=0
-[[ ${1:-} == "--keep" ]] && KEEP=1
+DOWN=0
+[[ ${1:-} == "--down" ]] && DOWN=1
+LAB="${SKIFF_DEMO_LAB:-demo}"
 
 "$ROOT/scripts/setup.sh"
 
 BIN="$ROOT/.venv/bin"
-KUBECTL="$ROOT/.tools/kubectl-1.35"
-READY_TIMEOUT="${SKIFF_DEMO_READY_TIMEOUT:-60}"
-
 log() { printf '[demo] %s\n' "$*" >&2; }
 
-if [[ -n ${SKIFF_DEMO_DIR:-} ]]; then
-    DATA_DIR="$SKIFF_DEMO_DIR"
-    OWN_DIR=0
-else
-    DATA_DIR="$(mktemp -d /tmp/skiff-demo.XXXXXX)"
-    OWN_DIR=1
-fi
-mkdir -p "$DATA_DIR"
-KUBECONFIG_FILE="$DATA_DIR/admin.kubeconfig"
-LOG_FILE="$DATA_DIR/server.log"
-PORT="$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-
-SERVER_PID=""
-stop_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "stopping skiff server (pid $SERVER_PID)"
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-}
+log "skiff lab up --name $LAB --nodes 3"
+"$BIN/skiff" lab up --name "$LAB" --nodes 3
+KUBECONFIG="$("$BIN/skiff" lab kubeconfig --name "$LAB")"
+export KUBECONFIG
+CACHE="$(mktemp -d)"
+kubectl() { "$ROOT/.tools/kubectl-1.35" --cache-dir "$CACHE" "$@"; }
 on_exit() {
-    local rc=$?
-    if [[ $rc -ne 0 && -f $LOG_FILE ]]; then
-        log "failed (exit $rc); last lines of $LOG_FILE:"
-        tail -n 40 "$LOG_FILE" >&2 || true
-    fi
-    [[ $KEEP -eq 1 && $rc -eq 0 ]] && return
-    stop_server
-    # Keep the data dir (and its server.log) when something failed, to look into it.
-    if [[ $rc -eq 0 && $OWN_DIR -eq 1 ]]; then
-        rm -rf "$DATA_DIR"
-    elif [[ $rc -ne 0 ]]; then
-        log "data dir and log kept in $DATA_DIR"
+    rm -rf "$CACHE"
+    if [[ $DOWN -eq 1 ]]; then
+        "$BIN/skiff" lab down --name "$LAB"
     fi
 }
 trap on_exit EXIT
 
-log "starting skiff server on https://127.0.0.1:$PORT (data dir $DATA_DIR, log $LOG_FILE)"
-"$BIN/skiff" server --data-dir "$DATA_DIR" --port "$PORT" --bind-address 127.0.0.1 >"$LOG_FILE" 2>&1 &
-SERVER_PID=$!
+kubectl get nodes -o wide
 
-# /readyz is anonymous; -k only for this probe, since the CA is not known until the
-# server has written its kubeconfig. The clients below verify the certificate.
-deadline=$((SECONDS + READY_TIMEOUT))
-until [[ -f $KUBECONFIG_FILE ]] && [[ "$(curl -ks --max-time 2 "https://127.0.0.1:$PORT/readyz" || true)" == ok* ]]; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "skiff server exited before it was ready"
-        exit 1
-    fi
-    if [[ $SECONDS -ge $deadline ]]; then
-        log "skiff server not ready after ${READY_TIMEOUT}s"
-        exit 1
-    fi
-    sleep 0.2
+log "a demo pod on each node (busybox httpd on :8080, readiness probe on /)"
+nodes=$(kubectl get nodes -o jsonpath='{.items[*].metadata.name}')
+i=0
+for node in $nodes; do
+    i=$((i + 1))
+    kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: demo-$i
+  labels: {app: demo}
+spec:
+  nodeName: $node
+  containers:
+  - name: web
+    image: skiff/app:1.0
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo hello from \$(hostname) on $node > /var/www/index.html; exec httpd -f -v -p 8080 -h /var/www"]
+    ports: [{containerPort: 8080, name: http}]
+    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 2}
+EOF
 done
-log "ready"
 
-log "\$ skiff --kubeconfig $KUBECONFIG_FILE get namespaces"
-"$BIN/skiff" --kubeconfig "$KUBECONFIG_FILE" get namespaces
+log "waiting for the demo pods to be Ready"
+kubectl wait --for=condition=Ready pod -l app=demo --timeout=120s
+kubectl get pods -o wide
 
-log "\$ kubectl (v1.35) --kubeconfig $KUBECONFIG_FILE get namespaces"
-"$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" --cache-dir "$DATA_DIR/kubectl-cache" get namespaces
+for n in $(seq 1 "$i"); do
+    log "demo-$n answers on its pod IP (from inside the pod):"
+    kubectl exec "demo-$n" -- sh -c 'wget -qO- http://$(hostname -i):8080/'
+done
+log "kubectl logs demo-1:"
+kubectl logs demo-1 --tail 5
 
-if [[ $KEEP -eq 1 ]]; then
-    log "server left running (pid $SERVER_PID); try:"
-    log "  $KUBECTL --kubeconfig $KUBECONFIG_FILE get namespaces"
-    log "  kill $SERVER_PID   # to stop it"
+if [[ $DOWN -eq 0 ]]; then
+    log "the lab stays up: export KUBECONFIG=$KUBECONFIG; remove it with: $BIN/skiff lab down --name $LAB"
 fi
