@@ -15,7 +15,7 @@ import secrets
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cni.errors import NETLINK_FAILURE, CniPluginError
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 IFF_UP = 0x1
+LOOPBACK_INDEX = 1  # lo is ifindex 1 in every network namespace (the kernel's LOOPBACK_IFINDEX)
 MAIN_TABLE = 254
 HOST_VETH_PREFIX = "veth"
 
@@ -109,17 +110,20 @@ def get_link_by_index(ipr: IPRoute, index: int) -> LinkInfo | None:
 def ensure_bridge(ipr: IPRoute, name: str, mtu: int = 0) -> LinkInfo:
     """Create the bridge if missing, accept one that exists, and make sure it IS a bridge and up."""
     created = False
-    with kernel_step(f"create bridge {name}"):
-        try:
-            ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
-            created = True
-        except Exception as exc:
-            if not _is_errno(exc, errno.EEXIST):
-                raise
     with kernel_step(f"look up bridge {name}"):
-        bridge = get_link(ipr, name)
+        bridge = get_link(ipr, name)  # there already but for the node's first pod: one round trip
     if bridge is None:
-        raise CniPluginError(NETLINK_FAILURE, f"bridge {name} vanished right after it was ensured")
+        with kernel_step(f"create bridge {name}"):
+            try:
+                ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
+                created = True
+            except Exception as exc:
+                if not _is_errno(exc, errno.EEXIST):  # EEXIST: a concurrent ADD made it first
+                    raise
+        with kernel_step(f"look up bridge {name}"):
+            bridge = get_link(ipr, name)
+        if bridge is None:
+            raise CniPluginError(NETLINK_FAILURE, f"bridge {name} vanished right after it was ensured")
     if bridge.kind != "bridge":
         raise CniPluginError(
             NETLINK_FAILURE, f"{name} already exists but is not a bridge (kind {bridge.kind or 'unknown'})"
@@ -173,9 +177,6 @@ def create_veth(
     host: IPRoute, container: IPRoute, netns_fd: int, netns_path: str, ifname: str, mtu: int = 0
 ) -> tuple[LinkInfo, LinkInfo]:
     """A veth pair: a random ``vethXXXXXXXX`` end here, ``ifname`` created straight inside the netns."""
-    with kernel_step(f"look up {ifname} in {netns_path}"):
-        if get_link(container, ifname) is not None:
-            raise CniPluginError(NETLINK_FAILURE, f"interface {ifname} already exists in netns {netns_path}")
     extra = {"mtu": mtu} if mtu else {}
     for attempt in range(4):
         host_name = HOST_VETH_PREFIX + secrets.token_hex(4)
@@ -189,8 +190,15 @@ def create_veth(
                     **extra,
                 )
         except CniPluginError as exc:
-            # EEXIST: our random host name was taken, try another (the container side was checked above).
-            if attempt < 3 and isinstance(exc.__cause__, BaseException) and _is_errno(exc.__cause__, errno.EEXIST):
+            if not (isinstance(exc.__cause__, BaseException) and _is_errno(exc.__cause__, errno.EEXIST)):
+                raise
+            # EEXIST: either the container already has ifname (looked up only now: the common path
+            # saves a round trip), or our random host name was taken: then try another.
+            with kernel_step(f"look up {ifname} in {netns_path}"):
+                if get_link(container, ifname) is not None:
+                    raise CniPluginError(NETLINK_FAILURE, f"interface {ifname} already exists in netns {netns_path}") \
+                        from None
+            if attempt < 3:
                 continue
             raise
         break
@@ -204,17 +212,14 @@ def create_veth(
 
 
 def attach_to_bridge(ipr: IPRoute, port: LinkInfo, bridge: LinkInfo, hairpin: bool) -> LinkInfo:
-    with kernel_step(f"attach {port.name} to bridge {bridge.name}"):
-        ipr.link("set", index=port.index, master=bridge.index)
+    """Enslave and set up in one request (the kernel applies IFLA_MASTER before the flags), then hairpin."""
+    with kernel_step(f"attach {port.name} to bridge {bridge.name} and set it up"):
+        ipr.link("set", index=port.index, master=bridge.index, state="up")
     if hairpin:
         # A pod reaching itself through a Service IP comes back out of the same port.
         with kernel_step(f"set hairpin mode on {port.name}"):
             ipr.brport("set", index=port.index, mode=1)
-    with kernel_step(f"set {port.name} up"):
-        ipr.link("set", index=port.index, state="up")
-    with kernel_step(f"look up {port.name}"):
-        refreshed = get_link_by_index(ipr, port.index)
-    return refreshed or port
+    return replace(port, master=bridge.index, up=True)
 
 
 def hairpin_mode(ipr: IPRoute, port: LinkInfo) -> bool:
@@ -252,9 +257,7 @@ def configure_container_interface(
                 if not _is_errno(exc, errno.EEXIST):
                     raise
     with kernel_step(f"set lo up in {where}"):
-        lo = get_link(ipr, "lo")
-        if lo is not None and not lo.up:
-            ipr.link("set", index=lo.index, state="up")
+        ipr.link("set", index=LOOPBACK_INDEX, state="up")  # a no-op when it is up already; cheaper than a get
 
 
 def delete_link(ipr: IPRoute, name: str, where: str = "") -> bool:

@@ -74,6 +74,19 @@ def _iproute_class() -> type[IPRoute]:
     return IPRoute
 
 
+def preload() -> None:
+    """Import pyroute2's rtnetlink code now, so that the first request of a resident process does not pay."""
+    _iproute_class()
+    import pyroute2.netlink.exceptions  # noqa: F401
+
+
+def same_netns(fd: int) -> bool:
+    """Whether the netns fd refers to is the one the calling thread is in."""
+    mine = os.stat("/proc/thread-self/ns/net")
+    theirs = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
 def netlink_errno(exc: BaseException) -> int | None:
     """The errno of a pyroute2 NetlinkError (or OSError), None for anything else."""
     from pyroute2.netlink.exceptions import NetlinkError

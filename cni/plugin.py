@@ -11,6 +11,10 @@ stdout, logs on stderr, exit code 0 or 1. Configured like the reference plugins:
 
 ADD either completes or leaves nothing behind (no veth, no reservation); DEL is
 idempotent and tolerates a missing netns, interface or reservation.
+
+`run` is also what the CNI daemon (cni/daemon.py) executes for the installed
+``skiff-bridge``, a static shim (cni/shim.c) that forwards each invocation to the
+daemon in the node agent and execs this module stand-alone only when there is none.
 """
 
 from __future__ import annotations

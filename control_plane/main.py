@@ -21,6 +21,10 @@ from control_plane.api.node_proxy import KUBELET_CLIENT, KubeletClient
 from control_plane.api.server import build_app
 from control_plane.api.settings import ApiServerSettings
 from control_plane.controllers.manager import CONTROLLERS, run_controllers
+from control_plane.controllers.settings import ControllerManagerSettings
+from control_plane.controllers.settings import add_settings_arguments as add_controller_settings_arguments
+from control_plane.controllers.settings import settings_from_args as controller_settings_from_args
+from control_plane.controllers.settings import use_settings as use_controller_settings
 from control_plane.storage.sqlite import SQLiteStore
 from skiff.client.api import ApiClient
 from skiff.client.kubeconfig import load_kubeconfig
@@ -44,10 +48,12 @@ def add_server_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
     p.add_argument("--controllers", default=",".join(CONTROLLERS),
                    help="comma-separated controllers to run in this process ('' for none)")
     p.add_argument("-v", "--verbose", action="store_true")
+    add_controller_settings_arguments(p)  # the in-process controller manager's flags
     p.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace) -> ApiServerSettings:
+def settings_from_args(args: argparse.Namespace,
+                       controllers: ControllerManagerSettings | None = None) -> ApiServerSettings:
     low, _, high = args.service_node_port_range.partition("-")
     advertise = args.advertise_address or (args.bind_address if args.bind_address not in ("0.0.0.0", "::")
                                            else "127.0.0.1")
@@ -55,7 +61,11 @@ def settings_from_args(args: argparse.Namespace) -> ApiServerSettings:
         data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.port,
         advertise_address=advertise, service_cidr=ipaddress.IPv4Network(args.service_cluster_ip_range),
         node_port_range=(int(low), int(high)), max_requests_inflight=args.max_requests_inflight,
-        max_mutating_requests_inflight=args.max_mutating_requests_inflight, extra_sans=list(args.tls_san))
+        max_mutating_requests_inflight=args.max_mutating_requests_inflight, extra_sans=list(args.tls_san),
+        **({} if controllers is None else {
+            "default_not_ready_toleration_seconds": controllers.node_lifecycle.default_not_ready_toleration_seconds,
+            "default_unreachable_toleration_seconds":
+                controllers.node_lifecycle.default_unreachable_toleration_seconds}))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(controllers) - set(CONTROLLERS)
     if unknown:
         raise SystemExit(f"unknown controllers: {', '.join(sorted(unknown))}; known: {', '.join(CONTROLLERS)}")
-    asyncio.run(serve(settings_from_args(args), controllers))
+    controller_settings = controller_settings_from_args(args)
+    use_controller_settings(controller_settings)
+    asyncio.run(serve(settings_from_args(args, controller_settings), controllers))
     return 0
 
 

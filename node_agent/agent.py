@@ -31,7 +31,13 @@ from node_agent.pod_manager import PodManager
 from node_agent.pod_sync import PodSyncer, SyncDeps
 from node_agent.prober_manager import ProberManager
 from node_agent.registration import NodeFacts, gather_facts, register_node, render_capacity
-from node_agent.runtime.cni import CniError, CniNetwork, install_skiff_plugin, write_conflist
+from node_agent.runtime.cni import (
+    CniError,
+    CniNetwork,
+    install_skiff_plugin,
+    start_skiff_cni_daemon,
+    write_conflist,
+)
 from node_agent.runtime.docker_adapter import DockerAdapter, DockerError
 from node_agent.sandbox import Sandboxes
 from node_agent.settings import DEFAULT_PAUSE_IMAGE, AgentSettings
@@ -79,15 +85,16 @@ async def ensure_pause_image(docker: DockerAdapter, image: str) -> None:
     await asyncio.to_thread(ensure_images, docker.api, [pause_image_spec()])
 
 
-def setup_network(settings: AgentSettings, pod_cidr: str | None) -> CniNetwork | None:
-    """Write the conflist for our pod CIDR (and install skiff-bridge), then load the network."""
+def setup_network(settings: AgentSettings, pod_cidr: str | None, daemon_socket: str | None = None,
+                  ) -> CniNetwork | None:
+    """Write the conflist for our pod CIDR (and install skiff-bridge, pointed at daemon_socket), then load it."""
     cni = settings.cni
     if pod_cidr:
         if cni.plugin == "skiff":
             install_skiff_plugin(cni.bin_dirs[0])
         settings.cni_ipam_dir.mkdir(parents=True, exist_ok=True)
         write_conflist(cni.conf_dir, "skiff" if cni.plugin == "skiff" else "reference", pod_cidr, cni.bridge,
-                       str(settings.cni_ipam_dir), cni.network_name)
+                       str(settings.cni_ipam_dir), cni.network_name, daemon_socket=daemon_socket)
     try:
         return CniNetwork.load(cni.conf_dir, cni.bin_dirs, settings.cni_cache_dir)
     except CniError as exc:
@@ -212,7 +219,10 @@ async def _run(settings: AgentSettings, client: ApiClient, docker: DockerAdapter
     facts = await asyncio.to_thread(gather_facts, settings, str(version.get("Version", "")))
     node = await _retry_api("registering the node", lambda: register_node(client, settings, facts), stop)
     pod_cidr = settings.pod_cidr or (node.get("spec") or {}).get("podCIDR")
-    network = await asyncio.to_thread(setup_network, settings, pod_cidr)
+    # skiff-bridge's calls run in this process (its shim forwards them): ~10 ms of CPU per pod instead of ~0.3 s.
+    cni_daemon = start_skiff_cni_daemon(settings.cni_cache_dir) if settings.cni.plugin == "skiff" else None
+    network = await asyncio.to_thread(setup_network, settings, pod_cidr,
+                                      str(cni_daemon.socket_path) if cni_daemon else None)
     agent = Agent(settings, client, docker, facts, network)
     node_ref = ObjectRef(kind="Node", name=settings.node_name, uid=settings.node_name)
     agent.recorder.record(node_ref, NORMAL, "Starting", "Starting kubelet.")
@@ -243,6 +253,8 @@ async def _run(settings: AgentSettings, client: ApiClient, docker: DockerAdapter
             await asyncio.wait_for(agent.recorder.flush(), 2)
         if runner is not None:
             await runner.cleanup()
+        if cni_daemon is not None:
+            await asyncio.to_thread(cni_daemon.stop)
 
 
 async def _retry_api(what: str, call: Callable[[], Awaitable[Obj]], stop: asyncio.Event) -> Obj:

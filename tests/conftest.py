@@ -254,8 +254,11 @@ class ServerFactory:
 
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """One ``skiff server`` for the session. Write only inside your own ``namespace``."""
-    server = start_server(tmp_path_factory.mktemp("skiff-server"))
+    """One ``skiff server`` for the session. Write only inside your own ``namespace``.
+    Only the namespace controller runs in it: the API's own behaviour is under test,
+    and other controllers would write to the objects the tests write. Controller tests
+    start their own servers (``server_factory``) with the controllers they test."""
+    server = start_server(tmp_path_factory.mktemp("skiff-server"), extra_args=("--controllers", "namespace"))
     try:
         yield server
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control_plane.api import errors
+from control_plane.api.admission import DEFAULT_TOLERATION_SECONDS, default_tolerations
 from control_plane.api.allocators import AllocationError, ServiceAllocators
 from control_plane.api.defaults import apply_defaults
 from control_plane.api.errors import ApiError, Cause
@@ -135,8 +136,10 @@ def _parse_rv(value: str | None, what: str = "resourceVersion") -> int:
 
 
 class Objects:
-    def __init__(self, store: Store, allocators: ServiceAllocators, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, allocators: ServiceAllocators, clock: Callable[[], float] = time.time,
+                 toleration_seconds: tuple[int, int] = (DEFAULT_TOLERATION_SECONDS, DEFAULT_TOLERATION_SECONDS)):
         self.store = store
+        self.toleration_seconds = toleration_seconds  # (not-ready, unreachable) for DefaultTolerationSeconds
         self.allocators = allocators
         self.clock = clock
         self._strategies: dict[str, Strategy] = {}
@@ -230,6 +233,8 @@ class Objects:
         md["uid"] = new_uid()
         md["creationTimestamp"] = rfc3339(self.clock())
         apply_defaults(rt, obj)
+        if rt.kind == "Pod" and rt.group == "":
+            default_tolerations(obj, *self.toleration_seconds)
         strategy = self.strategy(rt)
         strategy.prepare_for_create(obj)
         self._validate(rt, obj, None)

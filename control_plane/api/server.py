@@ -239,7 +239,8 @@ def build_app(settings: ApiServerSettings, store: Store, authn: TokenAuthenticat
     app[SETTINGS] = settings
     app[METRICS] = metrics
     allocators = ServiceAllocators(store, settings.service_cidr, settings.node_port_range)
-    objects = Objects(store, allocators)
+    objects = Objects(store, allocators, toleration_seconds=(settings.default_not_ready_toleration_seconds,
+                                                             settings.default_unreachable_toleration_seconds))
     app[OBJECTS] = objects
     handler = ResourceHandler(objects)
 

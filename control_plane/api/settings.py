@@ -19,6 +19,9 @@ class ApiServerSettings:
     max_mutating_requests_inflight: int = 200
     compaction_window: int = 100_000  # revisions of history kept for watches
     extra_sans: list[str] = field(default_factory=list)
+    # DefaultTolerationSeconds admission (kube-apiserver's flags of the same names)
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
     @property
     def advertise_url_host(self) -> str:

@@ -65,6 +65,7 @@ class EventRecorder:
         self._clock = clock
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(QUEUE_SIZE)
         self._seen: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()  # key -> (event name, count)
+        self.dropped = 0
 
     def __call__(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.record(obj, type_, reason, message)
@@ -74,7 +75,10 @@ class EventRecorder:
         try:
             self._queue.put_nowait(_Pending(object_reference(obj), type_, reason, message, self._clock()))
         except asyncio.QueueFull:
-            log.warning("event queue full; dropping %s %s for %s", type_, reason, obj.get("metadata", {}).get("name"))
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:  # a burst (thousands of nodes) is one line
+                log.warning("event queue full; dropped %d event(s) so far, the last %s %s for %s", self.dropped,
+                            type_, reason, (obj.get("metadata") or {}).get("name"))
 
     async def run(self) -> None:
         """Write queued events until cancelled."""

@@ -201,8 +201,8 @@ class GarbageCollector:
                 self._upsert(rt, obj, consider=False)
         self._ready = True
         for uid, node in list(self.nodes.items()):
-            obj = self._object(uid)
-            if obj is not None and self._needs_attention(node, obj):
+            cached = self._object(uid)
+            if cached is not None and self._needs_attention(node, cached):
                 self.queue.add(uid)
         log.info("garbage collector: graph of %d objects built; %d to look at", len(self.nodes), len(self.queue))
         try:

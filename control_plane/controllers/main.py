@@ -14,9 +14,8 @@ import logging
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from control_plane.controllers.settings import (
     ALL_CONTROLLERS,
@@ -67,14 +66,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leader_election() -> Callable[..., Awaitable[Any]] | None:
-    try:
-        from control_plane.leaderelection import run_with_leader_election
-    except ImportError:
-        return None
-    return run_with_leader_election  # type: ignore[no-any-return]
-
-
 async def serve(kubeconfig: Path, settings: ControllerManagerSettings, enabled: list[str]) -> None:
     from control_plane.controllers.manager import run_controllers
     from skiff.client.api import ApiClient
@@ -90,17 +81,16 @@ async def serve(kubeconfig: Path, settings: ControllerManagerSettings, enabled: 
         async def controllers() -> None:
             await run_controllers(client, enabled)
 
-        elect = _leader_election() if settings.leader_election.leader_elect else None
-        if settings.leader_election.leader_elect and elect is None:
-            log.warning("leader election is not available in this build; running without it")
         work: asyncio.Task[None]
-        if elect is not None:
+        le = settings.leader_election
+        if le.leader_elect:
+            from control_plane.leaderelection import LeaderElectionSettings, run_with_leader_election
+
             identity = f"{socket.gethostname()}_{uuid.uuid4()}"
-
-            async def elected(elect: Callable[..., Awaitable[Any]] = elect) -> None:
-                await elect(client, settings.leader_election.resource_name, identity, controllers)
-
-            work = asyncio.create_task(elected())
+            election = LeaderElectionSettings(lease_duration=le.lease_duration, renew_deadline=le.renew_deadline,
+                                              retry_period=le.retry_period, namespace=le.resource_namespace)
+            work = asyncio.create_task(run_with_leader_election(client, le.resource_name, identity, controllers,
+                                                                election))
         else:
             work = asyncio.create_task(controllers())
         stopping = asyncio.create_task(stop.wait())

@@ -16,11 +16,18 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from control_plane.controllers.daemonset import DaemonSetController
+from control_plane.controllers.deployment import DeploymentController
+from control_plane.controllers.endpoints import EndpointsController
+from control_plane.controllers.endpointslice import EndpointSliceController
 from control_plane.controllers.garbagecollector import GarbageCollector
+from control_plane.controllers.job import JobController
 from control_plane.controllers.namespace import NamespaceController
 from control_plane.controllers.nodeipam import NodeIpamController
 from control_plane.controllers.nodelifecycle import NodeLifecycleController
+from control_plane.controllers.podgc import PodGCController
 from control_plane.controllers.replicaset import ReplicaSetController
+from control_plane.controllers.serviceaccount import ServiceAccountController
 from skiff.client.api import ApiClient
 from skiff.client.informer import SharedInformerFactory
 
@@ -39,9 +46,16 @@ ControllerFactory = Callable[[ApiClient, SharedInformerFactory], Controller]
 CONTROLLERS: dict[str, ControllerFactory] = {
     "namespace": NamespaceController,
     "garbagecollector": GarbageCollector,
+    "endpoints": EndpointsController,
+    "endpointslice": EndpointSliceController,
+    "job": JobController,
+    "daemonset": DaemonSetController,
+    "podgc": PodGCController,
+    "serviceaccount": ServiceAccountController,
     "nodeipam": NodeIpamController,
     "nodelifecycle": NodeLifecycleController,
     "replicaset": ReplicaSetController,
+    "deployment": DeploymentController,
 }
 
 

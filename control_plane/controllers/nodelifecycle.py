@@ -161,6 +161,10 @@ class NodeLifecycleController:
         self.nodes_to_retry: set[str] = set()  # MarkPodsNotReady failed; try again next pass
         self.zone_state = STATE_INITIAL
         self.limiter = TokenBucket(self.settings.node_eviction_rate, clock)
+        # The health pass and the NoExecute tainter take turns (Kubernetes' evictorLock): a
+        # node queued early in a pass must not be tainted before the pass has seen that the
+        # whole zone is down.
+        self.evictor_lock = asyncio.Lock()
         # Nodes waiting for a NoExecute taint, each with the newest copy this controller has
         # seen (its own status write may not have reached the cache yet).
         self.tainter: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -285,6 +289,10 @@ class NodeLifecycleController:
 
     async def monitor_node_health(self) -> None:
         """One pass over every node (see the module docstring)."""
+        async with self.evictor_lock:
+            await self._monitor_node_health()
+
+    async def _monitor_node_health(self) -> None:
         nodes = self.nodes.list()
         names = {n["metadata"]["name"] for n in nodes}
         for node in nodes:
@@ -313,8 +321,11 @@ class NodeLifecycleController:
                 zone_statuses.append(current.get("status") if current else None)
             if current is None:
                 continue
-            await self.process_taint_based_eviction(node, current.get("status", ""))
             status = current.get("status")
+            try:
+                await self.process_taint_based_eviction(node, str(status))
+            except ApiClientError as exc:
+                log.warning("node %s: updating its NoExecute taints failed: %s; trying again next pass", name, exc)
             if status != "True" and (observed == "True" or name in self.nodes_to_retry):
                 if observed == "True":
                     self.record(node, NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")
@@ -435,6 +446,9 @@ class NodeLifecycleController:
     async def process_taint_based_eviction(self, node: dict[str, Any], ready_status: str) -> None:
         name = node["metadata"]["name"]
         taints = (node.get("spec") or {}).get("taints") or []
+        if self.zone_state == STATE_FULL_DISRUPTION:
+            await self.mark_node_as_reachable(node)  # no NoExecute taints while the whole zone is down
+            return
         if ready_status == "False":
             if taint_exists(taints, UNREACHABLE_NO_EXECUTE):  # swap straight away, no rate limit
                 await swap_node_taints(self.client, node, [NOT_READY_NO_EXECUTE], [UNREACHABLE_NO_EXECUTE],
@@ -471,6 +485,12 @@ class NodeLifecycleController:
 
     async def do_no_execute_tainting_pass(self) -> None:
         """Taint queued nodes, as many as the rate limiter lets through."""
+        if not self.tainter:
+            return
+        async with self.evictor_lock:
+            await self._taint_queued()
+
+    async def _taint_queued(self) -> None:
         while self.tainter and self.limiter.try_accept():
             name, queued = next(iter(self.tainter.items()))
             cached = self.nodes.get(name)

@@ -27,7 +27,7 @@ from typing import Any
 
 from control_plane.controllers.events import EventRecorder
 from control_plane.controllers.expectations import ControllerExpectations
-from control_plane.controllers.informers import NamespaceIndex
+from control_plane.controllers.informers import NamespaceIndex, WrittenVersions
 from control_plane.controllers.owners import ControllerRefManager, owner_recheck
 from control_plane.controllers.pod_control import (
     SLOW_START_INITIAL_BATCH_SIZE,
@@ -143,6 +143,7 @@ class ReplicaSetController:
         self._clock = clock
         self.queue = WorkQueue()
         self.expectations = ControllerExpectations()
+        self.written = WrittenVersions()
         self.recorder = EventRecorder(client, "replicaset-controller")
         self.pod_control = PodControl(client, self.recorder)
         self.rs_informer = informers.informer_for("replicasets")
@@ -169,6 +170,7 @@ class ReplicaSetController:
         self.queue.add(object_key(rs))
 
     def _rs_deleted(self, rs: Obj) -> None:
+        self.written.forget(rs)
         key = object_key(rs)
         self.expectations.delete(key)
         self.queue.add(key)
@@ -252,6 +254,9 @@ class ReplicaSetController:
         rs = self.rs_informer.get(key)
         if rs is None:
             self.expectations.delete(key)
+            return
+        if self.written.stale(rs):
+            log.debug("replicaset %s: the cache is older than our last status write; waiting for it", key)
             return
         namespace = str(meta(rs).get("namespace"))
         needs_sync = self.expectations.satisfied(key)
@@ -361,6 +366,7 @@ class ReplicaSetController:
             body = {**current, "status": status}
             try:
                 updated: Obj = await self.client.update_status("replicasets", body)
+                self.written.wrote(updated)
                 return updated
             except Conflict:
                 if attempt >= STATUS_UPDATE_RETRIES:

@@ -32,9 +32,10 @@ class SchedulerSettings:
     percentage_of_nodes_to_score: int = 0
     # Bindings in flight at once: a binding is one HTTP round trip, so throughput needs many.
     bind_concurrency: int = 32
-    # Writers of events and status patches (best-effort, dropped when the queue is full).
+    # Writers of events and status patches. Events are best-effort: beyond the queue they are
+    # dropped, as client-go's event broadcaster drops them (maxQueuedEvents 1000).
     event_writers: int = 4
-    event_queue_size: int = 5000
+    event_queue_size: int = 1000
     # The system default spreading constraint on kubernetes.io/hostname (maxSkew 3, ScheduleAnyway).
     default_spread_max_skew: int = 3
     # Kubernetes 1.35 (kubernetes#134740) stopped naming the untolerated taint in messages;

@@ -39,6 +39,7 @@ EXTERNAL_PARSERS = (
     ("node_agent.lab.main", "add_lab_parser"),
     ("node_agent.images.main", "add_image_parser"),
     ("control_plane.controllers.main", "add_controller_manager_parser"),
+    ("control_plane.scheduler.main", "add_scheduler_parser"),
 )
 
 

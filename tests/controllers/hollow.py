@@ -4,13 +4,50 @@ patches, confirming deletions) and small typed wrappers over the raw HTTP calls.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 if TYPE_CHECKING:
     from tests.conftest import ApiServer
 
 Obj = dict[str, Any]
+ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+
+def _root_conftest(config: pytest.Config) -> ModuleType:
+    """The root conftest as pytest loaded it, so the servers started here are the ones
+    whose logs pytest attaches to failing tests."""
+    for plugin in config.pluginmanager.get_plugins():
+        if isinstance(plugin, ModuleType) and Path(getattr(plugin, "__file__", None) or "").resolve() == ROOT_CONFTEST:
+            return plugin
+    raise RuntimeError(f"{ROOT_CONFTEST} is not loaded")
+
+
+@contextlib.contextmanager
+def controller_server(config: pytest.Config, base: Path, controllers: str) -> Iterator[ApiServer]:
+    """A ``skiff server`` running only ``controllers`` (one per test module: startup is
+    the slow part); tests share it, each in a namespace of its own."""
+    conftest = _root_conftest(config)
+    server: ApiServer = conftest.start_server(base, extra_args=("--controllers", controllers))
+    try:
+        yield server
+    finally:
+        server.stop()
+        if server in conftest._LIVE:
+            conftest._LIVE.remove(server)
+
+
+def fresh_namespace(server: ApiServer, request: pytest.FixtureRequest) -> str:
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().removeprefix("test_"))[:40].strip("-")
+    return create_namespace(server, f"{stem or 't'}-{uuid.uuid4().hex[:6]}")
 
 
 def rfc3339(ts: float | None = None) -> str:
