@@ -142,6 +142,9 @@ def delete_options(q: Any, body: Any) -> DeleteOptions:
                 raise errors.bad_request("DeleteOptions.gracePeriodSeconds must be an integer")
             opts.grace_period_seconds = max(grace, 0)
         opts.propagation_policy = body.get("propagationPolicy")
+        orphan = body.get("orphanDependents")  # deprecated; the policy wins when both are given
+        if opts.propagation_policy is None and isinstance(orphan, bool):
+            opts.propagation_policy = "Orphan" if orphan else "Background"
         pre = body.get("preconditions") or {}
         if isinstance(pre, dict):
             opts.precondition_uid = pre.get("uid")
@@ -155,6 +158,8 @@ def delete_options(q: Any, body: Any) -> DeleteOptions:
         except ValueError:
             raise errors.bad_request(f"invalid gracePeriodSeconds: {grace_q!r}") from None
     opts.propagation_policy = q.get("propagationPolicy", opts.propagation_policy)
+    if opts.propagation_policy is None and q.get("orphanDependents") in ("true", "false"):
+        opts.propagation_policy = "Orphan" if q["orphanDependents"] == "true" else "Background"
     if opts.propagation_policy not in (None, "Orphan", "Background", "Foreground"):
         raise errors.bad_request(f"invalid propagationPolicy: {opts.propagation_policy!r}; supported values: "
                                  '"Orphan", "Background", "Foreground"')

@@ -230,6 +230,7 @@ class JobController:
     def _job_deleted(self, job: Obj) -> None:
         self.own_jobs.observe_delete(job)
         self._backoff.pop(object_key(job), None)
+        self._due.pop(object_key(job), None)
         for key in self.pods_by_job.get(str(meta(job).get("uid")), set()):
             self.orphans.add(key)
 

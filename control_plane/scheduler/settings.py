@@ -31,7 +31,7 @@ class SchedulerSettings:
     # 0 = adaptive, as kube-scheduler: 50% minus 1% per 125 nodes, at least 5%, at least 100 nodes.
     percentage_of_nodes_to_score: int = 0
     # Bindings in flight at once: a binding is one HTTP round trip, so throughput needs many.
-    bind_concurrency: int = 32
+    bind_concurrency: int = 64
     # Writers of events and status patches. Events are best-effort: beyond the queue they are
     # dropped, as client-go's event broadcaster drops them (maxQueuedEvents 1000).
     event_writers: int = 4

@@ -135,17 +135,6 @@ def finish_pod(server: ApiServer, namespace: str, pod: str, exit_code: int) -> O
     })
 
 
-def confirm_deletions(server: ApiServer, namespace: str) -> int:
-    """The node agent's last step: pods with a deletionTimestamp are removed (grace 0)."""
-    removed = 0
-    for pod in list_items(server, f"/api/v1/namespaces/{namespace}/pods"):
-        if pod["metadata"].get("deletionTimestamp"):
-            resp = server.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}",
-                                  {"gracePeriodSeconds": 0})
-            removed += resp.status == 200
-    return removed
-
-
 def events(server: ApiServer, namespace: str, involved: str | None = None) -> list[Obj]:
     items = list_items(server, f"/api/v1/namespaces/{namespace}/events")
     return [e for e in items if involved is None or e["involvedObject"].get("name") == involved]
