@@ -17,6 +17,10 @@ Brings up a one-node lab (a unique name, a temporary state dir; or uses the lab 
 
 It prints p50/p99 of both and their ratios against issue 3's targets: pods' p50 <= 1.3x
 the floor's, pods' p99 <= 1.5 s. With 20 or 30 samples p99 (nearest rank) is the maximum.
+For the rounds at once it also prints "all done", from the start to the last pod Running
+(throughput: the floor starts all 30 together, so they share dockerd and all finish late,
+while a pipeline finishes some early; its p50 is no floor for another schedule's p50). The
+machine's load average is printed too: other work on the machine shows in every figure.
 One pod of each kind is started first to warm caches and is not counted. Pods are deleted
 (and waited for) between rounds, so each round starts on a quiet node.
 
@@ -84,6 +88,7 @@ def percentile(values: list[float], p: float) -> float:
 class Round:
     label: str
     latencies: list[float] = field(default_factory=list)  # seconds
+    makespan: float | None = None  # at once: from the start to the last one done
 
     @property
     def p50(self) -> float:
@@ -185,8 +190,8 @@ class Floor:
     def host_veth(self, index: int) -> str:
         return f"fh{self.run}{index:03d}"
 
-    def pod(self, index: int) -> float:
-        """One floor pod; returns its start time in seconds."""
+    def pod(self, index: int) -> tuple[float, float]:
+        """One floor pod; returns when it began and when it was done (``time.perf_counter``)."""
         from pyroute2.iproute.linux import IPRoute
 
         client = self._docker()
@@ -225,25 +230,28 @@ class Floor:
         app = client.create_container(APP_IMAGE, command=COMMAND, labels=labels, host_config=client.create_host_config(
             network_mode=f"container:{pause}", ipc_mode=f"container:{pause}"))["Id"]
         client.start(app)
-        return time.perf_counter() - started
+        return started, time.perf_counter()
 
     def one_by_one(self, count: int, first_index: int) -> Round:
         result = Round("floor, one by one")
         for i in range(count):
-            result.latencies.append(self.pod(first_index + i))
+            began, done = self.pod(first_index + i)
+            result.latencies.append(done - began)
         return result
 
     def at_once(self, count: int, first_index: int) -> Round:
         result = Round("floor, at once")
         barrier = threading.Barrier(count)
 
-        def one(i: int) -> float:
+        def one(i: int) -> tuple[float, float]:
             self._docker()  # connect before the start line, as the API client is connected for pods
             barrier.wait()
             return self.pod(first_index + i)
 
         with ThreadPoolExecutor(count) as pool:
-            result.latencies = list(pool.map(one, range(count)))
+            spans = list(pool.map(one, range(count)))
+        result.latencies = [done - began for began, done in spans]
+        result.makespan = max(done for _, done in spans) - min(began for began, _ in spans)
         return result
 
     def clean(self) -> None:
@@ -384,9 +392,11 @@ class Pods:
 
     async def at_once(self, prefix: str, count: int) -> Round:
         names = [f"{prefix}-{i:02d}" for i in range(count)]
+        began = time.perf_counter()
         posted = await asyncio.gather(*(self.create(n) for n in names))
         await self.wait_running(names)
-        return Round("pods, at once", [self.watch.running[n] - t for n, t in zip(names, posted, strict=True)])
+        return Round("pods, at once", [self.watch.running[n] - t for n, t in zip(names, posted, strict=True)],
+                     max(self.watch.running[n] for n in names) - began)
 
     async def delete_all(self) -> None:
         """Delete every pod this run made and wait until the agent has finished them (final delete)."""
@@ -459,15 +469,17 @@ async def measure(node: Node, args: argparse.Namespace) -> list[tuple[Round, Rou
     return rounds
 
 
-def report(node: Node, rounds: list[tuple[Round, Round]]) -> bool:
-    print(f"\npod startup on {node.name} (lab {node.lab}, CNI plugin {node.cni_plugin}); "
+def report(node: Node, rounds: list[tuple[Round, Round]], load: tuple[float, float]) -> bool:
+    print(f"\npod startup on {node.name} (lab {node.lab}, CNI plugin {node.cni_plugin}, {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end); "
           f"create→Running as seen through a watch; floor = raw Docker API + veth by hand")
-    print(f"{'':20} {'n':>3} {'p50':>8} {'p99':>8} {'mean':>8}")
+    print(f"{'':20} {'n':>3} {'p50':>8} {'p99':>8} {'mean':>8} {'all done':>9}")
     ok = True
     for floor, pods in rounds:
         for r in (floor, pods):
+            total = f"{r.makespan:>8.3f}s" if r.makespan is not None else f"{'':>9}"
             print(f"{r.label:20} {len(r.latencies):>3} {r.p50:>7.3f}s {r.p99:>7.3f}s "
-                  f"{statistics.fmean(r.latencies):>7.3f}s")
+                  f"{statistics.fmean(r.latencies):>7.3f}s {total}")
     print()
     for floor, pods in rounds:
         ratio = pods.p50 / floor.p50
@@ -476,7 +488,8 @@ def report(node: Node, rounds: list[tuple[Round, Round]]) -> bool:
         what = pods.label.removeprefix("pods, ")
         print(f"{what:11}  p50 ratio pods/floor {ratio:.2f}x (target <= {TARGET_P50_RATIO}x: "
               f"{'met' if ratio_ok else 'MISSED'});  pods p99 {pods.p99:.3f}s "
-              f"(target <= {TARGET_P99}s: {'met' if p99_ok else 'MISSED'});  p99 ratio {pods.p99 / floor.p99:.2f}x")
+              f"(target <= {TARGET_P99}s: {'met' if p99_ok else 'MISSED'});  p99 ratio {pods.p99 / floor.p99:.2f}x"
+              + (f";  all done {pods.makespan / floor.makespan:.2f}x" if pods.makespan and floor.makespan else ""))
     return ok
 
 
@@ -495,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.one_by_one <= 200 or not 1 <= args.at_once <= 200:
         parser.error("--one-by-one and --at-once must be between 1 and 200")
     with bench_lab(args) as node:
+        load_before = os.getloadavg()[0]
         rounds = asyncio.run(measure(node, args))
-        report(node, rounds)
+        report(node, rounds, (load_before, os.getloadavg()[0]))
     return 0
 
 

@@ -175,6 +175,12 @@ class Framework:
         self.stats = FrameworkStats()
         self._class_scores: dict[tuple[object, ...], int] = {}
 
+    def _memo(self) -> dict[tuple[object, ...], int]:
+        """Scores by (resource class, pod shape): they depend on nothing else."""
+        if len(self._class_scores) > CLASS_SCORE_MEMO:
+            self._class_scores.clear()
+        return self._class_scores
+
     # ---- cluster changes -------------------------------------------------------------
 
     def node_changed(self, ni: NodeInfo) -> None:
@@ -194,10 +200,7 @@ class Framework:
         static = self.static.get(pod)
         if placement.indexable(pod, self.cache, static.failed):
             self.stats.indexed += 1
-            if len(self._class_scores) > CLASS_SCORE_MEMO:
-                self._class_scores.clear()
-            node = placement.place_indexed(pod, self.cache, static.failed, self.settings, self.rng,
-                                           self._class_scores)
+            node = placement.place_indexed(pod, self.cache, static.failed, self.settings, self.rng, self._memo())
             if node is None:
                 raise self._fit_error(pod, self._diagnose_by_class(pod, static, num_nodes))
             return node
@@ -233,7 +236,7 @@ class Framework:
             return None
         if len(feasible) == 1:
             return feasible[0].name
-        return placement.select_best(pod, feasible, self.cache, self.settings, self.rng)
+        return placement.select_best(pod, feasible, self.cache, self.settings, self.rng, self._memo())
 
     def _fit_error(self, pod: PodInfo, diag: Diagnosis) -> FitError:
         self.stats.unschedulable += 1

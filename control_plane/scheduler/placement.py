@@ -71,33 +71,52 @@ def find_feasible(pod: PodInfo, candidates: list[NodeInfo], failed: Mapping[str,
 
 
 def select_best(pod: PodInfo, feasible: list[NodeInfo], cache: Cache, settings: SchedulerSettings,
-                rng: random.Random) -> str:
+                rng: random.Random, memo: dict[tuple[object, ...], int] | None = None) -> str:
     """Score every feasible node, normalise over them, pick the highest (ties at random)."""
-    return feasible[best_index(node_scores(pod, feasible, cache, settings), rng)].name
+    return feasible[best_index(node_scores(pod, feasible, cache, settings, memo), rng)].name
 
 
-def node_scores(pod: PodInfo, feasible: list[NodeInfo], cache: Cache, settings: SchedulerSettings) -> list[int]:
-    """Total weighted score of each feasible node, as kube-scheduler's default profile."""
+def pod_shape(pod: PodInfo) -> tuple[object, ...]:
+    """What of a pod the resource filters and scores look at."""
+    return (pod.cpu, pod.memory, pod.ephemeral, pod.nz_cpu, pod.nz_memory, tuple(pod.scalars.items()))
+
+
+def node_scores(pod: PodInfo, feasible: list[NodeInfo], cache: Cache, settings: SchedulerSettings,
+                memo: dict[tuple[object, ...], int] | None = None) -> list[int]:
+    """Total weighted score of each feasible node, as kube-scheduler's default profile.
+    ``memo`` caches the resource scores by resource class (equal for equal classes)."""
     if not feasible:
         return []
     w = settings.weights
-    totals = [resource_scores(pod, ni.alloc_cpu, ni.alloc_memory, ni.req_cpu, ni.req_memory, ni.nz_cpu,
-                              ni.nz_memory, w.node_resources_fit, w.balanced_allocation) for ni in feasible]
-    taints = default_normalize([prefer_no_schedule_count(pod, ni) for ni in feasible], reverse=True)
-    for i, s in enumerate(taints):
-        totals[i] += w.taint_toleration * s
+    memo = {} if memo is None else memo
+    shape = ("resources", pod_shape(pod))
+    totals: list[int] = []
+    for ni in feasible:
+        key = (ni.class_key, shape)
+        score = memo.get(key)
+        if score is None:
+            score = memo[key] = resource_scores(pod, ni.alloc_cpu, ni.alloc_memory, ni.req_cpu, ni.req_memory,
+                                                ni.nz_cpu, ni.nz_memory, w.node_resources_fit, w.balanced_allocation)
+        totals.append(score)
+    if cache.prefer_tainted_nodes:
+        taints = default_normalize([prefer_no_schedule_count(pod, ni) for ni in feasible], reverse=True)
+        for i, s in enumerate(taints):
+            totals[i] += w.taint_toleration * s
+    else:  # no node has any: every node gets the full score
+        totals = [t + w.taint_toleration * MAX_NODE_SCORE for t in totals]
     if pod.preferred:
         affinity = default_normalize([pod.preferred.score(ni.name, ni.labels) for ni in feasible], reverse=False)
         for i, s in enumerate(affinity):
             totals[i] += w.node_affinity * s
     if pod.owner:
         weight = spread_weight(len(feasible))
-        raws = [spread_raw(ni.owners.get(pod.owner, 0), weight, settings.default_spread_max_skew)
-                for ni in feasible]
-        lo, hi = min(raws), max(raws)
-        for i, raw in enumerate(raws):
-            totals[i] += w.pod_topology_spread * spread_normalized(raw, lo, hi)
-    if pod.images and cache.images:
+        counts = [ni.owners.get(pod.owner, 0) for ni in feasible]
+        raw = {k: spread_raw(k, weight, settings.default_spread_max_skew) for k in set(counts)}
+        lo, hi = min(raw.values()), max(raw.values())
+        normalized = {k: w.pod_topology_spread * spread_normalized(r, lo, hi) for k, r in raw.items()}
+        for i, k in enumerate(counts):
+            totals[i] += normalized[k]
+    if pod.images and cache.images and any(image in cache.images for image in pod.images):
         total_nodes = cache.node_count()
         for i, ni in enumerate(feasible):
             totals[i] += w.image_locality * image_locality(pod, ni, cache.images, total_nodes)
@@ -165,7 +184,7 @@ def place_indexed(pod: PodInfo, cache: Cache, failed: Mapping[str, str], setting
         ni = cache.nodes.get(name)
         if ni is not None and ni.class_key is not None:
             excluded_by_class[ni.class_key] = excluded_by_class.get(ni.class_key, 0) + 1
-    shape = (pod.cpu, pod.memory, pod.ephemeral, pod.nz_cpu, pod.nz_memory, tuple(pod.scalars.items()))
+    shape = pod_shape(pod)
     fitting: list[tuple[NodeClass, int, int]] = []  # (class, feasible nodes in it, class score)
     for cls in cache.iter_classes():
         n_ok = len(cls.members) - excluded_by_class.get(cls.key, 0)

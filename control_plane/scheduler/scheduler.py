@@ -147,7 +147,6 @@ class Scheduler:
             self._count_decision(started)
             self.stats.unschedulable += 1
             self.queue.unschedulable(qp)
-            log.info("pod %s is unschedulable: %s", info.key, err.message)
             self._report_failure(qp, REASON_UNSCHEDULABLE, err.message)
             return
         except Exception:  # noqa: BLE001 - a bug for one pod must not stop scheduling
@@ -217,7 +216,10 @@ class Scheduler:
         current = _condition(pod, "PodScheduled")
         if current is not None and (current.get("status"), current.get("reason"), current.get("message")) == \
                 ("False", reason, message):
+            log.debug("pod %s still cannot be scheduled (attempt %d); waiting in the queue", qp.key, qp.attempts)
             return
+        log.info("pod %s cannot be scheduled (attempt %d): %s; waiting for a cluster change or its backoff",
+                 qp.key, qp.attempts, message)
         since = current.get("lastTransitionTime") if current and current.get("status") == "False" else None
         condition = {"type": "PodScheduled", "status": "False", "reason": reason, "message": message,
                      "lastProbeTime": None, "lastTransitionTime": since or rfc3339(self._wall_clock())}

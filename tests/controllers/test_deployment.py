@@ -185,7 +185,8 @@ async def test_creates_a_hashed_replica_set_and_scales(client: ApiClient, ns: st
     (4, 1, 1, 5, 3),
     (5, "40%", 0, 7, 5),  # 40% of 5 = 2 surge; maxUnavailable 0: never below 5 ready
     (4, 0, "50%", 4, 2),
-], ids=["surge1-unavailable1", "surge40pct", "unavailable50pct"])
+    (20, 3, 2, 23, 18),
+], ids=["surge1-unavailable1", "surge40pct", "unavailable50pct", "20-surge3-unavailable2"])
 async def test_rolling_update_stays_within_bounds_at_every_moment(
         client: ApiClient, ns: str, kubectls: dict[str, Kubectl], replicas: int, surge: int | str,
         unavailable: int | str, max_pods: int, min_ready: int) -> None:

@@ -1,5 +1,5 @@
 """Lease-based leader election against a real API server, with short timings
-(lease 2 s, renew deadline 1.5 s, retry 0.2 s)."""
+(lease 3 s, renew deadline 2 s, retry 0.25 s: short, yet slack enough for a busy CI machine)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from control_plane.leaderelection import (
     run_with_leader_election,
 )
 from skiff.client.api import ApiClient
+from skiff.client.errors import Conflict
 from skiff.client.kubeconfig import load_kubeconfig
 
 if TYPE_CHECKING:
     from tests.conftest import ApiServer
 
-FAST = LeaderElectionSettings(lease_duration=2, renew_deadline=1.5, retry_period=0.2)
+FAST = LeaderElectionSettings(lease_duration=3, renew_deadline=2, retry_period=0.25)
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
@@ -88,11 +89,11 @@ async def test_of_two_contenders_only_one_runs(client: ApiClient) -> None:
         follower = b if leader is a else a
         spec = await lease_spec(client, lease)
         assert spec["holderIdentity"] == leader.identity
-        assert (spec["leaseDurationSeconds"], spec["leaseTransitions"]) == (2, 0)
+        assert (spec["leaseDurationSeconds"], spec["leaseTransitions"]) == (3, 0)
         assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
         # Through several lease durations of renewals the follower never runs.
         renewed = spec["renewTime"]
-        deadline = time.monotonic() + 3 * FAST.lease_duration
+        deadline = time.monotonic() + 2 * FAST.lease_duration
         while time.monotonic() < deadline:
             assert leader.running and not follower.running
             await asyncio.sleep(0.05)
@@ -105,7 +106,7 @@ async def test_of_two_contenders_only_one_runs(client: ApiClient) -> None:
 
 async def test_a_dead_leader_is_replaced_once_its_lease_expires(client: ApiClient) -> None:
     lease = f"sched-{uuid.uuid4().hex[:8]}"
-    crashing = LeaderElectionSettings(lease_duration=2, renew_deadline=1.5, retry_period=0.2,
+    crashing = LeaderElectionSettings(lease_duration=3, renew_deadline=2, retry_period=0.25,
                                       release_on_cancel=False)
     a = Contender(client, lease, "a", crashing)
     await wait_for(lambda: a.running, 5, "a to lead")
@@ -117,7 +118,7 @@ async def test_a_dead_leader_is_replaced_once_its_lease_expires(client: ApiClien
         died = time.monotonic()
         await wait_for(lambda: b.running, 10, "b to take over")
         waited = time.monotonic() - died
-        assert 1.0 <= waited <= 2 * FAST.lease_duration + 1.0, waited
+        assert 1.5 <= waited <= 2 * FAST.lease_duration + 1.0, waited
         spec = await lease_spec(client, lease)
         assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
     finally:
@@ -146,11 +147,17 @@ async def test_a_leader_that_cannot_renew_stops_its_work(client: ApiClient) -> N
     a = Contender(client, lease, "a", FAST)
     try:
         await wait_for(lambda: a.running, 5, "a to lead")
-        # Someone else takes the lease by force (as if a's renewals had not reached the server).
-        obj = await client.get("leases", lease, "kube-system")
-        obj["spec"].update({"holderIdentity": "usurper", "leaseDurationSeconds": 60,
-                            "renewTime": micro_time(time.time())})
-        await client.replace("leases", obj, "kube-system")
+        # Someone else takes the lease by force (as if a's renewals had not reached the server);
+        # a renews concurrently, so the write may need a few tries.
+        for _ in range(20):
+            obj = await client.get("leases", lease, "kube-system")
+            obj["spec"].update({"holderIdentity": "usurper", "leaseDurationSeconds": 60,
+                                "renewTime": micro_time(time.time())})
+            try:
+                await client.replace("leases", obj, "kube-system")
+                break
+            except Conflict:
+                continue
         await wait_for(lambda: not a.running, 5, "a to stop its work")
         assert a.terms == 1 and not a.task.done()  # a keeps waiting for the lease
         assert a.elector.observed.holder_identity == "usurper"
