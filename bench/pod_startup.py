@@ -21,8 +21,10 @@ For the rounds at once it also prints "all done", from the start to the last pod
 (throughput: the floor starts all 30 together, so they share dockerd and all finish late,
 while a pipeline finishes some early; its p50 is no floor for another schedule's p50). The
 machine's load average is printed too: other work on the machine shows in every figure.
-One pod of each kind is started first to warm caches and is not counted. Pods are deleted
-(and waited for) between rounds, so each round starts on a quiet node.
+One pod of each kind is started first to warm caches and is not counted. One by one, floor
+pods and pods take turns (so that load from elsewhere weighs on both alike); at once, the
+floor goes first. Everything is removed (and waited for) between rounds, so each round
+starts on an empty node.
 
 Everything is cleaned up on the way out, also on failure or Ctrl-C: the pods, the floor's
 containers and veths, and the lab if the benchmark brought it up.
@@ -232,13 +234,6 @@ class Floor:
         client.start(app)
         return started, time.perf_counter()
 
-    def one_by_one(self, count: int, first_index: int) -> Round:
-        result = Round("floor, one by one")
-        for i in range(count):
-            began, done = self.pod(first_index + i)
-            result.latencies.append(done - began)
-        return result
-
     def at_once(self, count: int, first_index: int) -> Round:
         result = Round("floor, at once")
         barrier = threading.Barrier(count)
@@ -381,14 +376,11 @@ class Pods:
         await self.watch.wait_for(lambda: all(n in self.watch.running for n in names), RUNNING_TIMEOUT,
                                   lambda: "Running: " + ", ".join(n for n in names if n not in self.watch.running))
 
-    async def one_by_one(self, prefix: str, count: int) -> Round:
-        result = Round("pods, one by one")
-        for i in range(count):
-            name = f"{prefix}-{i:02d}"
-            posted = await self.create(name)
-            await self.wait_running([name])
-            result.latencies.append(self.watch.running[name] - posted)
-        return result
+    async def one(self, name: str) -> float:
+        """Create one pod and wait until it runs; returns create→Running in seconds."""
+        posted = await self.create(name)
+        await self.wait_running([name])
+        return self.watch.running[name] - posted
 
     async def at_once(self, prefix: str, count: int) -> Round:
         names = [f"{prefix}-{i:02d}" for i in range(count)]
@@ -445,10 +437,15 @@ async def measure(node: Node, args: argparse.Namespace) -> list[tuple[Round, Rou
             await pods.wait_running([f"bench-{run}-warm"])
             await pods.delete_all()
 
+            # One by one, a floor pod and a pod in turn, so that load from elsewhere on the machine
+            # weighs on both alike.
             print(f"{args.one_by_one} one by one ...", flush=True)
-            floor_seq = await asyncio.to_thread(floor.one_by_one, args.one_by_one, 1)
+            floor_seq, pods_seq = Round("floor, one by one"), Round("pods, one by one")
+            for i in range(args.one_by_one):
+                began, done = await asyncio.to_thread(floor.pod, 1 + i)
+                floor_seq.latencies.append(done - began)
+                pods_seq.latencies.append(await pods.one(f"bench-{run}-s-{i:02d}"))
             await asyncio.to_thread(floor.clean)
-            pods_seq = await pods.one_by_one(f"bench-{run}-s", args.one_by_one)
             await pods.delete_all()
             rounds.append((floor_seq, pods_seq))
 

@@ -256,7 +256,9 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
                 profiler.enable()
             started = time.monotonic()
             task = asyncio.create_task(scheduler.run())
+            progress = asyncio.create_task(report_progress(scheduler, started, args.progress))
             result = DriverResult(**(await asyncio.to_thread(out.get)))
+            progress.cancel()
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -296,6 +298,18 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
           f"the scheduler process ~{n / sched_cpu:,.0f} pods/s")
 
 
+async def report_progress(scheduler: Scheduler, started: float, every: float) -> None:
+    """A line every ``every`` seconds: what the scheduler has seen, decided and bound."""
+    if every <= 0:
+        return
+    while True:
+        await asyncio.sleep(every)
+        s = scheduler.stats
+        seen = s.decisions + sum(scheduler.queue.counts().values())
+        print(f"  t={time.monotonic() - started:5.1f}s  pending seen {seen:6d}  decided {s.decisions:6d}  "
+              f"bound {s.bound:6d}  bindings queued {scheduler.bindings_queued:5d}", flush=True)
+
+
 def precreate_main(kubeconfig: str, pods: int, owners: list[str], clients: int) -> None:
     """Create the pods (in a child process, as the driver does) and return."""
     async def go() -> None:
@@ -316,6 +330,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=None, help="where the temporary data dir goes")
     p.add_argument("--keep", action="store_true", help="keep the data dir (server.log) afterwards")
     p.add_argument("--profile", type=Path, default=None, help="write a cProfile of the scheduler process here")
+    p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = Path(tempfile.mkdtemp(prefix="skiff-bench-scheduler-", dir=args.dir))

@@ -106,6 +106,11 @@ class Scheduler:
         self.nodes.add_handlers(on_add=self._node_added, on_update=self._node_updated, on_delete=self._node_deleted)
         self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
 
+    @property
+    def bindings_queued(self) -> int:
+        """Decided pods whose binding has not started yet."""
+        return self._bindings.qsize()
+
     # ---- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
