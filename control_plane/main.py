@@ -1,5 +1,5 @@
-"""`skiff server`: the control plane process (API server; the scheduler and controller
-manager join it in later issues, as k3s runs them in one process)."""
+"""`skiff server`: the control plane in one process, as k3s runs it: the API server,
+the controller manager (`--controllers`) and the scheduler (`--disable-scheduler`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from control_plane.controllers.settings import ControllerManagerSettings
 from control_plane.controllers.settings import add_settings_arguments as add_controller_settings_arguments
 from control_plane.controllers.settings import settings_from_args as controller_settings_from_args
 from control_plane.controllers.settings import use_settings as use_controller_settings
+from control_plane.scheduler.main import SCHEDULER_FACTORY
 from control_plane.storage.sqlite import SQLiteStore
 from skiff.client.api import ApiClient
 from skiff.client.kubeconfig import load_kubeconfig
@@ -47,6 +48,8 @@ def add_server_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
     p.add_argument("--max-mutating-requests-inflight", type=int, default=200)
     p.add_argument("--controllers", default=",".join(CONTROLLERS),
                    help="comma-separated controllers to run in this process ('' for none)")
+    p.add_argument("--disable-scheduler", action="store_true",
+                   help="do not run the scheduler in this process (k3s's flag name)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_controller_settings_arguments(p)  # the in-process controller manager's flags
     p.set_defaults(func=run)
@@ -77,11 +80,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown controllers: {', '.join(sorted(unknown))}; known: {', '.join(CONTROLLERS)}")
     controller_settings = controller_settings_from_args(args)
     use_controller_settings(controller_settings)
-    asyncio.run(serve(settings_from_args(args, controller_settings), controllers))
+    asyncio.run(serve(settings_from_args(args, controller_settings), controllers,
+                      scheduler=not args.disable_scheduler))
     return 0
 
 
-async def serve(settings: ApiServerSettings, controllers: list[str]) -> None:
+async def serve(settings: ApiServerSettings, controllers: list[str], scheduler: bool = True) -> None:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     hosts = ["localhost", "127.0.0.1", socket.gethostname(), "kubernetes", "kubernetes.default",
@@ -111,10 +115,14 @@ async def serve(settings: ApiServerSettings, controllers: list[str]) -> None:
         loop.add_signal_handler(sig, stop.set)
     kubeconfig = data / "admin.kubeconfig"
     async with ApiClient(load_kubeconfig(kubeconfig)) as client:
-        manager = asyncio.create_task(run_controllers(client, controllers)) if controllers else None
+        components = []
+        if controllers:
+            components.append(asyncio.create_task(run_controllers(client, controllers), name="controller-manager"))
+        if scheduler:
+            components.append(asyncio.create_task(SCHEDULER_FACTORY(client).run(), name="scheduler"))
         await stop.wait()
         log.info("shutting down")
-        if manager is not None:
-            manager.cancel()
-            await asyncio.gather(manager, return_exceptions=True)
+        for task in components:
+            task.cancel()
+        await asyncio.gather(*components, return_exceptions=True)
     await runner.cleanup()

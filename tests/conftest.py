@@ -204,9 +204,12 @@ class ApiServer:
 
 
 def start_server(data_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 ready_timeout: float = READY_TIMEOUT) -> ApiServer:
+                 ready_timeout: float = READY_TIMEOUT, scheduler: bool = False) -> ApiServer:
     """Spawn ``skiff server`` on 127.0.0.1 and wait until it is ready. The same
-    ``data_dir`` may be passed again to restart a server on its old data."""
+    ``data_dir`` may be passed again to restart a server on its old data. The embedded
+    scheduler is off unless asked for: tests bind pods themselves, or expect them Pending."""
+    if not scheduler:
+        extra_args = (*extra_args, "--disable-scheduler")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or unused_port()
     log_path = data_dir / "server.log"

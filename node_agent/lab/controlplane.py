@@ -41,9 +41,15 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+# Short node-failure timings, so that chaos in the lab shows within seconds (Kubernetes'
+# defaults: 40 s grace period, 300 s tolerations).
+LAB_TIMINGS = ("--node-monitor-grace-period", "10s", "--default-not-ready-toleration-seconds", "5",
+               "--default-unreachable-toleration-seconds", "5")
+
+
 def server_argv(layout: LabLayout) -> list[str]:
     return [*skiff_command(), "server", "--data-dir", str(layout.server_dir),
-            "--bind-address", str(layout.bridge_ip.ip), "--port", str(API_PORT)]
+            "--bind-address", str(layout.bridge_ip.ip), "--port", str(API_PORT), *LAB_TIMINGS]
 
 
 def start_server(layout: LabLayout) -> ProcessRecord:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node_agent.lab import agents, controlplane, dockerd, firewall, network
+from node_agent.lab.controlplane import LAB_TIMINGS
 from node_agent.lab.layout import validate_name
 from node_agent.lab.processes import is_alive
 from node_agent.lab.state import LabState, load_state, resolve_state_dir
@@ -72,6 +73,7 @@ def render_status(status: LabStatus, console: Console) -> None:
                   f"{mark(status.chain)}")
     console.print(f"  control plane {layout.api_url}: running {mark(status.server)}, ready {mark(status.api_ready)}")
     console.print(f"  kubeconfig: {layout.kubeconfig}")
+    console.print("  lab timings (shorter than Kubernetes' defaults): " + " ".join(LAB_TIMINGS))
     table = Table("node", "address", "netns", "dockerd", "agent", "Ready")
     for n in status.nodes:
         ready = {"True": "[green]True[/]", "False": "[red]False[/]"}.get(n.ready, n.ready)
