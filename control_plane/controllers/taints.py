@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from skiff.api.tolerations import tolerates
 from skiff.client.api import ApiClient
 from skiff.client.errors import Conflict, NotFound
 
@@ -72,23 +73,6 @@ def same_taint(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def taint_exists(taints: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
     return any(same_taint(t, taint) for t in taints)
-
-
-def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """Toleration.ToleratesTaint: an empty effect matches every effect, an empty key with
-    Exists matches every key; the empty operator means Equal."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
 
 
 def tolerates_all(tolerations: Iterable[Mapping[str, Any]], taints: Iterable[Mapping[str, Any]]) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from control_plane.scheduler.cache import NO_SCHEDULE, NodeInfo
 from control_plane.scheduler.podinfo import PodInfo
+from skiff.api.tolerations import tolerates
 
 ERR_UNSCHEDULABLE = "node(s) were unschedulable"
 ERR_NODE_NAME = "node(s) didn't match the requested node name"
@@ -30,23 +31,6 @@ ERR_PREFILTER_NODE_AFFINITY = "node(s) didn't satisfy plugin(s) [NodeAffinity]"
 
 TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 UNSCHEDULABLE_TAINT = {"key": TAINT_UNSCHEDULABLE, "effect": NO_SCHEDULE}
-
-
-def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """Toleration.ToleratesTaint: an empty effect matches all effects; an empty key with
-    Exists matches all keys; an empty operator means Equal."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
 
 
 def tolerated(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
