@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from node_agent.lab.layout import LabError, LabLayout
 from node_agent.lab.network import netns_path
 from node_agent.lab.processes import (
@@ -99,7 +101,27 @@ def start_dockerd(layout: LabLayout, i: int) -> ProcessRecord:
     config = node / "daemon.json"
     if not config.exists():
         config.write_text(json.dumps({}) + "\n")
+    remove_stale_pidfile(node / "docker.pid")
+    # dockerd adopts a managed containerd named by this pid file; a zombie one never answers
+    remove_stale_pidfile(exec_root(layout, i) / "containerd" / "containerd.pid")
     return spawn_detached(dockerd_argv(layout, i), node / "dockerd.log", cwd=node)
+
+
+def remove_stale_pidfile(pidfile: Path) -> None:
+    """dockerd refuses to start while its pid file names a process that exists (and
+    adopts the containerd its pid file names), and a killed process can linger as a
+    zombie where PID 1 does not reap orphans: a pid file naming a dead or zombie
+    process is removed."""
+    try:
+        pid = int(pidfile.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return
+    try:
+        if pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return  # a live process: leave it to dockerd to refuse
+    except psutil.Error:
+        pass
+    pidfile.unlink(missing_ok=True)
 
 
 def wait_ready(docker_host: str, record: ProcessRecord, timeout: float = START_TIMEOUT) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -144,7 +145,9 @@ class DockerAdapter:
 
     async def stop(self, container_id: str, timeout: float) -> None:
         """SIGTERM (or the image's StopSignal), then SIGKILL after ``timeout`` seconds."""
-        await self._call(f"stop {container_id[:12]}", self.api.stop, container_id, timeout=max(0, int(timeout)))
+        # Docker takes whole seconds: round up, so a container never gets less than its grace period.
+        await self._call(f"stop {container_id[:12]}", self.api.stop, container_id,
+                         timeout=max(0, math.ceil(timeout)))
 
     async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
         await self._call(f"kill {container_id[:12]}", self.api.kill, container_id, signal=signal)

@@ -159,9 +159,14 @@ def pod_manifest(name: str, node: str, restart_policy: str = "Always", readiness
                                  "command": APP_COMMAND}
     if readiness:
         container["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    # The node goes NotReady while its dockerd or agent is down, and the lab's node
+    # lifecycle controller would evict these bare pods after 5 s: they tolerate it, as
+    # these tests are about the agent bringing them back, not about eviction.
+    tolerations = [{"key": key, "operator": "Exists", "effect": "NoExecute"}
+                   for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": node, "restartPolicy": restart_policy, "terminationGracePeriodSeconds": 2,
-                     "containers": [container]}}
+                     "tolerations": tolerations, "containers": [container]}}
 
 
 def create_pod(api: KubeApi, manifest: dict[str, Any]) -> None:
