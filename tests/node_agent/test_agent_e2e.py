@@ -345,9 +345,9 @@ def test_orphan_containers_are_removed(api_server: Any, node: h.TestNode, ns: st
                               {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
     assert resp.status == 200, resp
     h.wait_for(lambda: not h.managed_containers(namespaces={ns}), 30, "orphan containers removed")
-    assert not (node.root / "data" / "pods" / p["metadata"]["uid"]).exists()
-    leftovers = list((node.root / "data" / "sandboxes").glob("*.json"))
-    assert not leftovers, leftovers
+    # The pod dir and the sandbox record go right after the containers: wait, don't race.
+    h.wait_for(lambda: not (node.root / "data" / "pods" / p["metadata"]["uid"]).exists(), 30, "pod dir removed")
+    h.wait_for(lambda: not list((node.root / "data" / "sandboxes").glob("*.json")), 30, "sandbox records removed")
 
 
 @pytest.mark.skip(reason="restarting the host's shared dockerd would disturb everything else on it; "
