@@ -168,9 +168,14 @@ def test_suspend_and_resume(server: ApiServer, ns: str, wait_until: Callable[...
     assert pods(server, ns, "later") == [] and "startTime" not in suspended["status"]
     ok(server.patch(f"{jobs_path(ns)}/later", {"spec": {"suspend": False}}))
     wait_until(lambda: len(pods(server, ns, "later")) == 1, 10, "a pod once resumed")
-    resumed = job(server, ns, "later")
-    cond = condition(resumed, "Suspended")
-    assert cond is not None and (cond["status"], cond["reason"]) == ("False", "JobResumed")
+
+    def resumed_status() -> dict[str, Any] | None:
+        # the pod can show before the status write that records the resume: wait for it
+        j = job(server, ns, "later")
+        cond = condition(j, "Suspended")
+        return j if cond is not None and (cond["status"], cond["reason"]) == ("False", "JobResumed") else None
+
+    resumed = wait_until(resumed_status, 10, "condition Suspended=False reason JobResumed")
     assert resumed["status"]["startTime"]
     ok(server.patch(f"{jobs_path(ns)}/later", {"spec": {"suspend": True}}))
     wait_until(lambda: pods(server, ns, "later", active_only=False) == [], 10, "the pod deleted when suspended again")
