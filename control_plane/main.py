@@ -1,5 +1,6 @@
 """`skiff server`: the control plane in one process, as k3s runs it: the API server,
-the controller manager (`--controllers`) and the scheduler (`--disable-scheduler`)."""
+the controller manager (`--controllers`), the scheduler (`--disable-scheduler`) and
+cluster DNS (`--cluster-dns-port`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from control_plane.controllers.settings import ControllerManagerSettings
 from control_plane.controllers.settings import add_settings_arguments as add_controller_settings_arguments
 from control_plane.controllers.settings import settings_from_args as controller_settings_from_args
 from control_plane.controllers.settings import use_settings as use_controller_settings
+from control_plane.dns.cluster_dns import ClusterDns
 from control_plane.scheduler.main import SCHEDULER_FACTORY
 from control_plane.storage.sqlite import SQLiteStore
 from skiff.client.api import ApiClient
@@ -50,6 +52,10 @@ def add_server_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
                    help="comma-separated controllers to run in this process ('' for none)")
     p.add_argument("--disable-scheduler", action="store_true",
                    help="do not run the scheduler in this process (k3s's flag name)")
+    p.add_argument("--cluster-dns-port", type=int, default=53,
+                   help="serve cluster DNS on this port of the bind address, UDP and TCP (0: no cluster DNS)")
+    p.add_argument("--cluster-dns", default="10.96.0.10", help="ClusterIP of the kube-dns Service")
+    p.add_argument("--cluster-domain", default="cluster.local", help="the domain cluster DNS serves")
     p.add_argument("-v", "--verbose", action="store_true")
     add_controller_settings_arguments(p)  # the in-process controller manager's flags
     p.set_defaults(func=run)
@@ -65,6 +71,7 @@ def settings_from_args(args: argparse.Namespace,
         advertise_address=advertise, service_cidr=ipaddress.IPv4Network(args.service_cluster_ip_range),
         node_port_range=(int(low), int(high)), max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight, extra_sans=list(args.tls_san),
+        cluster_dns_port=args.cluster_dns_port, cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain,
         **({} if controllers is None else {
             "default_not_ready_toleration_seconds": controllers.node_lifecycle.default_not_ready_toleration_seconds,
             "default_unreachable_toleration_seconds":
@@ -80,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown controllers: {', '.join(sorted(unknown))}; known: {', '.join(CONTROLLERS)}")
     controller_settings = controller_settings_from_args(args)
     use_controller_settings(controller_settings)
-    asyncio.run(serve(settings_from_args(args, controller_settings), controllers,
-                      scheduler=not args.disable_scheduler))
+    settings = settings_from_args(args, controller_settings)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise SystemExit(f"skiff server: {exc}") from None
+    asyncio.run(serve(settings, controllers, scheduler=not args.disable_scheduler))
     return 0
 
 
@@ -89,8 +100,8 @@ async def serve(settings: ApiServerSettings, controllers: list[str], scheduler: 
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     hosts = ["localhost", "127.0.0.1", socket.gethostname(), "kubernetes", "kubernetes.default",
-             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", settings.kubernetes_service_ip,
-             settings.advertise_address, *settings.extra_sans]
+             "kubernetes.default.svc", f"kubernetes.default.svc.{settings.cluster_domain}",
+             settings.kubernetes_service_ip, settings.advertise_address, *settings.extra_sans]
     if settings.bind_address not in ("0.0.0.0", "::"):
         hosts.append(settings.bind_address)
     pki = ensure_pki(data / "pki", hosts)
@@ -120,6 +131,10 @@ async def serve(settings: ApiServerSettings, controllers: list[str], scheduler: 
             components.append(asyncio.create_task(run_controllers(client, controllers), name="controller-manager"))
         if scheduler:
             components.append(asyncio.create_task(SCHEDULER_FACTORY(client).run(), name="scheduler"))
+        if settings.cluster_dns_port:
+            dns = ClusterDns(client, bind_address=settings.bind_address, port=settings.cluster_dns_port,
+                             domain=settings.cluster_domain, nameserver_ips=[settings.cluster_dns])
+            components.append(asyncio.create_task(dns.run(), name="cluster-dns"))
         await stop.wait()
         log.info("shutting down")
         for task in components:

@@ -29,8 +29,10 @@ from node_agent.pleg import RuntimeCache, watch_events
 from node_agent.pod_kill import Killer
 from node_agent.pod_manager import PodManager
 from node_agent.pod_sync import PodSyncer, SyncDeps
+from node_agent.podnet.runner import run_pod_network
 from node_agent.prober_manager import ProberManager
 from node_agent.registration import NodeFacts, gather_facts, register_node, render_capacity
+from node_agent.resolv_conf import configurer_for
 from node_agent.runtime.cni import (
     CniError,
     CniNetwork,
@@ -137,7 +139,8 @@ class Agent:
             docker=docker, sandboxes=self.sandboxes, killer=self.killer, puller=self.puller, recorder=self.recorder,
             probes=self.probes, backoff=self.backoff, get_configmap=object_getter(client, "configmaps"),
             get_secret=get_secret, refresh=self.cache.refresh_pod, pods_dir=settings.pods_dir,
-            node_ip=facts.node_ip, node_name=settings.node_name, allocatable=allocatable))
+            node_ip=facts.node_ip, node_name=settings.node_name, allocatable=allocatable,
+            dns=configurer_for(settings, facts.node_ip)))
         self.manager = PodManager(client, settings, self.cache, self.syncer, self.killer, self.sandboxes,
                                   self.probes, self.backoff, self.puller, facts.node_ip)
         self.reporter = NodeStatusReporter(client, settings, facts, self.health, self.images)
@@ -233,6 +236,7 @@ async def _run(settings: AgentSettings, client: ApiClient, docker: DockerAdapter
         asyncio.create_task(agent.reporter.run(), name="node-status"),
         agent.informer.start(),
         asyncio.create_task(agent.start_pods(), name="pods"),
+        asyncio.create_task(run_pod_network(client, settings), name="pod-network"),
     ]
     runner = await agent.start_server()
     log.info("agent %s running (node IP %s, pod CIDR %s)", settings.node_name, facts.node_ip, pod_cidr or "none")

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 from node_agent.settings import DEFAULT_PAUSE_IMAGE, AgentSettings, CapacitySettings, CniSettings
 
@@ -29,6 +30,14 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--pods", type=int, default=110, help="maximum pods on this node")
     p.add_argument("--system-reserved", default="", help="e.g. cpu=100m,memory=256Mi")
     p.add_argument("--pause-image", default=DEFAULT_PAUSE_IMAGE)
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="the CIDR holding every node's pod CIDR")
+    p.add_argument("--disable-pod-routes", action="store_true",
+                   help="do not route other nodes' pod CIDRs via their addresses (host-gw)")
+    p.add_argument("--cluster-dns", action="append", default=[],
+                   help="cluster DNS server address pods use (repeatable, or comma-separated)")
+    p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain, for pods' search list")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf",
+                   help="the node's resolver configuration, for pods with dnsPolicy Default ('' for none)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -43,6 +52,11 @@ def parse_reserved(text: str) -> dict[str, str]:
     return out
 
 
+def dns_settings(args: argparse.Namespace) -> dict[str, Any]:
+    servers = tuple(ip.strip() for value in args.cluster_dns for ip in value.split(",") if ip.strip())
+    return {"cluster_dns": servers, "cluster_domain": args.cluster_domain, "resolv_conf": args.resolv_conf}
+
+
 def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     cni = CniSettings(conf_dir=args.cni_conf_dir,
                       bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d),
@@ -53,7 +67,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         node_name=(args.node_name or socket.gethostname()).lower(), kubeconfig=args.kubeconfig,
         data_dir=args.data_dir, node_ip=args.node_ip, docker_host=args.docker_host, pod_cidr=args.pod_cidr,
         listen_address=args.listen_address, listen_port=args.listen_port, pause_image=args.pause_image,
-        cni=cni, capacity=capacity)
+        cni=cni, capacity=capacity, **dns_settings(args),
+        cluster_cidr=args.cluster_cidr, pod_routes=not args.disable_pod_routes)
     settings.validate()
     return settings
 

@@ -24,6 +24,7 @@ from node_agent.image_puller import ImagePuller, ImagePullError
 from node_agent.pod_kill import Killer
 from node_agent.pod_status import SyncNotes
 from node_agent.prober_manager import ProberManager
+from node_agent.resolv_conf import DnsConfigurer, resolv_conf_mount
 from node_agent.runtime.container_spec import container_create_kwargs, format_pod, hash_container, to_docker_kwargs
 from node_agent.runtime.containers import APP, INIT, LABEL_NODE, LABEL_SANDBOX_ID, ContainerRecord, PodRuntime
 from node_agent.runtime.docker_adapter import ConflictError, DockerAdapter, DockerError
@@ -57,6 +58,7 @@ class SyncDeps:
     node_name: str = ""
     allocatable: Mapping[str, Any] | None = None
     clock: Callable[[], float] = time.monotonic
+    dns: DnsConfigurer | None = None  # None: containers keep the resolv.conf Docker gives them
 
 
 class _Wait(Exception):
@@ -275,6 +277,12 @@ class PodSyncer:
             hosts = etc_hosts_mount(pod, self.d.pods_dir / uid, notes.pod_ip, c)
             if hosts is not None:
                 mounts.append(hosts)
+            if self.d.dns is not None:
+                resolv, dns_warnings = resolv_conf_mount(self.d.dns, pod, self.d.pods_dir / uid, c)
+                if resolv is not None:
+                    mounts.append(resolv)
+                for warning in dns_warnings:
+                    self.d.recorder.record(pod, WARNING, warning.reason, warning.message)
             log_file = prepare_termination_log(self.d.pods_dir / uid, cname, restart_count)
             spec = container_create_kwargs(
                 pod, c, kind="init" if kind == INIT else "app", pause_id=sandbox.id, restart_count=restart_count,

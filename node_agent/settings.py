@@ -55,6 +55,13 @@ class AgentSettings:
     image_pull_backoff_max: float = 300.0
     minimum_grace_period: float = 2.0  # kubelet's minimumGracePeriodInSeconds
     docker_workers: int = 32  # threads for blocking docker calls (stop/exec may block for a grace period)
+    # pods' /etc/resolv.conf (node_agent/resolv_conf.py), kubelet's --cluster-dns, --cluster-domain, --resolv-conf
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
+    resolv_conf: str = "/etc/resolv.conf"  # the node's, for dnsPolicy Default; "" for none
+    # the pod network across nodes (node_agent/podnet)
+    cluster_cidr: str = "10.244.0.0/16"  # holds every node's pod CIDR (kube-proxy's --cluster-cidr)
+    pod_routes: bool = True  # host-gw routes to the other nodes' pod CIDRs; off when another plugin routes them
 
     @property
     def pods_dir(self) -> Path:
@@ -76,5 +83,11 @@ class AgentSettings:
             raise ValueError("--node-name is required")
         if self.pod_cidr:
             ipaddress.ip_network(self.pod_cidr, strict=False)
+        ipaddress.ip_network(self.cluster_cidr, strict=False)
+        for ip in self.cluster_dns:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"--cluster-dns {ip!r}: not an IP address") from None
         if self.cni.plugin not in ("skiff", "reference"):
             raise ValueError(f"--cni-plugin must be skiff or reference, not {self.cni.plugin!r}")

@@ -210,6 +210,8 @@ def start_server(data_dir: Path, port: int | None = None, extra_args: tuple[str,
     scheduler is off unless asked for: tests bind pods themselves, or expect them Pending."""
     if not scheduler:
         extra_args = (*extra_args, "--disable-scheduler")
+    if not any(str(a).startswith("--cluster-dns-port") for a in extra_args):
+        extra_args = (*extra_args, "--cluster-dns-port", "0")  # port 53 on 127.0.0.1 is not the tests' to take
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or unused_port()
     log_path = data_dir / "server.log"

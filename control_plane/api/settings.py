@@ -22,6 +22,11 @@ class ApiServerSettings:
     # DefaultTolerationSeconds admission (kube-apiserver's flags of the same names)
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # Cluster DNS (control_plane/dns): served on bind_address:cluster_dns_port (0: not at all),
+    # published as the kube-dns Service at cluster_dns (kubelet's --cluster-dns), for cluster_domain.
+    cluster_dns_port: int = 53
+    cluster_dns: str = "10.96.0.10"
+    cluster_domain: str = "cluster.local"
 
     @property
     def advertise_url_host(self) -> str:
@@ -30,3 +35,21 @@ class ApiServerSettings:
     @property
     def kubernetes_service_ip(self) -> str:
         return str(self.service_cidr.network_address + 1)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag whose value cannot work."""
+        if not 0 <= self.cluster_dns_port <= 65535:
+            raise ValueError(f"--cluster-dns-port {self.cluster_dns_port}: not a port number (0 disables DNS)")
+        if self.cluster_dns_port:
+            try:
+                ip = ipaddress.ip_address(self.cluster_dns)
+            except ValueError:
+                raise ValueError(f"--cluster-dns {self.cluster_dns!r}: not an IP address") from None
+            if ip not in self.service_cidr or str(ip) in (self.kubernetes_service_ip,
+                                                           str(self.service_cidr.network_address),
+                                                           str(self.service_cidr.broadcast_address)):
+                raise ValueError(f"--cluster-dns {ip}: must be a free address of the service range "
+                                 f"{self.service_cidr} (not the kubernetes Service's {self.kubernetes_service_ip})")
+        labels = self.cluster_domain.strip(".").split(".")
+        if not all(labels) or any(len(label) > 63 for label in labels):
+            raise ValueError(f"--cluster-domain {self.cluster_domain!r}: not a domain name")

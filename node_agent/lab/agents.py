@@ -63,6 +63,7 @@ def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResour
         "--listen-address", ip,
         "--listen-port", str(AGENT_PORT),
         "--pause-image", PAUSE_IMAGE,
+        "--cluster-dns", "10.96.0.10",  # the kube-dns Service: skiff server's --cluster-dns default
     ]
     if resources.cpu:
         argv += ["--cpu", resources.cpu]
