@@ -30,6 +30,8 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--pods", type=int, default=110, help="maximum pods on this node")
     p.add_argument("--system-reserved", default="", help="e.g. cpu=100m,memory=256Mi")
     p.add_argument("--pause-image", default=DEFAULT_PAUSE_IMAGE)
+    p.add_argument("--node-lease-duration-seconds", type=int, default=40,
+                   help="the node Lease's duration; the agent renews it every quarter of it (kubelet's setting)")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="the CIDR holding every node's pod CIDR")
     p.add_argument("--disable-pod-routes", action="store_true",
                    help="do not route other nodes' pod CIDRs via their addresses (host-gw)")
@@ -38,6 +40,9 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain, for pods' search list")
     p.add_argument("--resolv-conf", default="/etc/resolv.conf",
                    help="the node's resolver configuration, for pods with dnsPolicy Default ('' for none)")
+    p.add_argument("--proxy-mode", choices=("iptables", "ipvs"), default="iptables",
+                   help="how the built-in service proxy programs Services (ipvs: refused where the kernel lacks it)")
+    p.add_argument("--disable-proxy", action="store_true", help="run no service proxy (e.g. a kube-proxy runs here)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -68,7 +73,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         data_dir=args.data_dir, node_ip=args.node_ip, docker_host=args.docker_host, pod_cidr=args.pod_cidr,
         listen_address=args.listen_address, listen_port=args.listen_port, pause_image=args.pause_image,
         cni=cni, capacity=capacity, **dns_settings(args),
-        cluster_cidr=args.cluster_cidr, pod_routes=not args.disable_pod_routes)
+        cluster_cidr=args.cluster_cidr, pod_routes=not args.disable_pod_routes,
+        proxy_mode=args.proxy_mode, proxy=not args.disable_proxy)
     settings.validate()
     return settings
 
@@ -78,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("urllib3", "docker", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from node_agent.proxy.ipvs import ProxyModeError, check_proxy_mode
+
     try:
         settings = settings_from_args(args)
-    except ValueError as exc:
+        if settings.proxy:
+            check_proxy_mode(settings.proxy_mode)
+    except (ValueError, ProxyModeError) as exc:
         raise SystemExit(f"skiff agent: {exc}") from None
     from node_agent.agent import run_agent  # heavy imports (docker, psutil) only when running
 

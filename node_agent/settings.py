@@ -48,7 +48,6 @@ class AgentSettings:
     # kubelet's timing defaults (seconds)
     node_status_update_frequency: float = 10.0
     node_lease_duration_seconds: int = 40
-    node_lease_renew_interval: float = 10.0  # kubelet: 0.25 * leaseDuration
     sync_frequency: float = 10.0  # full resync of every pod worker
     relist_period: float = 1.0  # PLEG: cheap list of managed containers
     image_pull_backoff_initial: float = 10.0
@@ -62,6 +61,14 @@ class AgentSettings:
     # the pod network across nodes (node_agent/podnet)
     cluster_cidr: str = "10.244.0.0/16"  # holds every node's pod CIDR (kube-proxy's --cluster-cidr)
     pod_routes: bool = True  # host-gw routes to the other nodes' pod CIDRs; off when another plugin routes them
+    # the service proxy (node_agent/proxy), kube-proxy's --proxy-mode; off when a kube-proxy runs on the node
+    proxy_mode: str = "iptables"
+    proxy: bool = True
+
+    @property
+    def node_lease_renew_interval(self) -> float:
+        """kubelet renews its Lease every quarter of the lease duration (10 s by default)."""
+        return self.node_lease_duration_seconds / 4
 
     @property
     def pods_dir(self) -> Path:
@@ -89,5 +96,9 @@ class AgentSettings:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise ValueError(f"--cluster-dns {ip!r}: not an IP address") from None
+        if self.proxy_mode not in ("iptables", "ipvs"):
+            raise ValueError(f"--proxy-mode must be iptables or ipvs, not {self.proxy_mode!r}")
+        if self.node_lease_duration_seconds < 1:
+            raise ValueError("--node-lease-duration-seconds must be at least 1")
         if self.cni.plugin not in ("skiff", "reference"):
             raise ValueError(f"--cni-plugin must be skiff or reference, not {self.cni.plugin!r}")

@@ -7,14 +7,13 @@ rendered as JSON, a Table, or a watch stream.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from control_plane.api import bodies, errors, tables
+from control_plane.api import bodies, errors, json_codec, tables
 from control_plane.api.objects import DeleteOptions, ListOptions, Objects, WriteOptions
 from control_plane.api.patch import apply_patch
 from control_plane.api.watch import WatchOptions, WatchStream
@@ -30,6 +29,7 @@ from skiff.api.selectors import (
 log = logging.getLogger(__name__)
 
 OBJECTS: web.AppKey[Objects] = web.AppKey("objects", Objects)
+SCALE_UPDATE_ATTEMPTS = 5  # an unconditional scale racing other writers (status updates) reads again
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,9 @@ def partial(obj: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+def watch_line(etype: str, encoded_object: bytes) -> bytes:
+    """One watch event on the wire: ``{"type":...,"object":...}`` and a newline."""
+    return b'{"type":"' + etype.encode() + b'","object":' + encoded_object + b'}\n'
 
 
 def warning_header(text: str) -> str:
@@ -199,7 +200,7 @@ def warning_header(text: str) -> str:
 
 
 def respond(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(text=dumps(obj), status=status, content_type="application/json")
+    resp = web.Response(body=json_codec.dumps(obj), status=status, content_type="application/json", charset="utf-8")
     for w in warnings or []:
         resp.headers.add("Warning", warning_header(w))
     return resp
@@ -362,17 +363,20 @@ class ResourceHandler:
         await resp.prepare(request)
         first_row = True
         try:
-            async for etype, obj in stream.events():
-                if as_table and etype not in ("ERROR", "BOOKMARK"):
-                    table = tables.to_table(rt, [obj], list_metadata={
-                        "resourceVersion": obj["metadata"].get("resourceVersion", "")}, include_object=include)
-                    if not first_row:
-                        table["columnDefinitions"] = []
-                    first_row = False
-                    obj = table
-                await resp.write((dumps({"type": etype, "object": obj}) + "\n").encode())
+            async for batch in stream.batches():
+                lines: list[bytes] = []
+                for etype, obj, encoded in batch:
+                    if as_table and etype not in ("ERROR", "BOOKMARK"):
+                        table = tables.to_table(rt, [obj], list_metadata={
+                            "resourceVersion": obj["metadata"].get("resourceVersion", "")}, include_object=include)
+                        if not first_row:
+                            table["columnDefinitions"] = []
+                        first_row = False
+                        obj, encoded = table, None
+                    lines.append(watch_line(etype, encoded if encoded is not None else json_codec.dumps(obj)))
+                await resp.write(b"".join(lines))
         except errors.ApiError as e:
-            await resp.write((dumps({"type": "ERROR", "object": e.to_status()}) + "\n").encode())
+            await resp.write(watch_line("ERROR", json_codec.dumps(e.to_status())))
         except (ConnectionResetError, ConnectionError):
             pass  # the client went away
         return resp
@@ -431,10 +435,21 @@ class ResourceHandler:
                                                               f"Invalid value: {replicas}: must be greater than or "
                                                               "equal to 0")], "autoscaling")
         rv = (new_scale.get("metadata") or {}).get("resourceVersion") or ""
-        obj["spec"]["replicas"] = replicas
-        obj["metadata"]["resourceVersion"] = rv
-        updated = await self.objects.update(rt, ns, name, obj, opts)
-        return respond(to_scale(updated))
+        # A Scale without a resourceVersion applies to whatever is current (Kubernetes' unconditional
+        # update): write against the version just read, never over a newer one (that would revert what
+        # another writer changed meanwhile, its labels or annotations), and on a race read again and retry.
+        for attempt in range(SCALE_UPDATE_ATTEMPTS):
+            obj["spec"]["replicas"] = replicas
+            obj["metadata"]["resourceVersion"] = rv or obj["metadata"].get("resourceVersion") or ""
+            try:
+                updated = await self.objects.update(rt, ns, name, obj, opts)
+            except errors.ApiError as e:
+                if rv or e.reason != "Conflict" or attempt == SCALE_UPDATE_ATTEMPTS - 1:
+                    raise
+                obj = await self.objects.get(rt, ns, name)
+                continue
+            return respond(to_scale(updated))
+        raise AssertionError("unreachable")
 
 
 def to_scale(obj: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,9 @@ def agent_unavailable_reason() -> str | None:
     return None
 
 
+LAB_NODE_LEASE_SECONDS = 8
+
+
 def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResources) -> list[str]:
     ip = str(layout.node_ip(i).ip)
     argv = [
@@ -64,6 +67,8 @@ def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResour
         "--listen-port", str(AGENT_PORT),
         "--pause-image", PAUSE_IMAGE,
         "--cluster-dns", "10.96.0.10",  # the kube-dns Service: skiff server's --cluster-dns default
+        # renew the Lease every 2 s: the lab's 10 s node-monitor grace period needs heartbeats well inside it
+        "--node-lease-duration-seconds", str(LAB_NODE_LEASE_SECONDS),
     ]
     if resources.cpu:
         argv += ["--cpu", resources.cpu]

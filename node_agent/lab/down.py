@@ -78,7 +78,8 @@ def _shim_sockets(procs: list[psutil.Process]) -> set[str]:
 
 
 def stop_politely(state: LabState, layout: LabLayout, progress: Progress) -> None:
-    """Agents, then the dockerds (all at once, their containers killed first), then the server."""
+    """Agents, then the dockerds (all at once, their containers killed first), then the scheduler and
+    controller manager of a split control plane, then the server."""
     agent_procs = [p for p in (process_of(n.agent) for n in state.nodes) if p is not None]
     if agent_procs:
         stop_processes(agent_procs, agents.STOP_TIMEOUT)
@@ -92,6 +93,9 @@ def stop_politely(state: LabState, layout: LabLayout, progress: Progress) -> Non
         stuck = stop_processes(docker_procs, dockerd.STOP_TIMEOUT)
         if stuck:
             progress.warn(f"dockerd {', '.join(str(p.pid) for p in stuck)} did not stop")
+    components = [p for p in (process_of(getattr(state, c.attr)) for c in controlplane.COMPONENTS) if p is not None]
+    if components:
+        stop_processes(components, controlplane.STOP_TIMEOUT)
     server = process_of(state.server)
     if server is not None:
         stop_processes([server], controlplane.STOP_TIMEOUT)
@@ -122,7 +126,8 @@ def remove_state_files(layout: LabLayout) -> None:
     if not sd.is_dir():
         return
     node_dir = re.compile(rf"^{re.escape(layout.name)}-node-\d+$")
-    ours = {"state.json", "kubeconfig", "server", "server.log", "cni-bin"}
+    ours = {"state.json", "kubeconfig", "server", "server.log", "cni-bin",
+            *(f"{c.command}.log" for c in controlplane.COMPONENTS)}
     for entry in sd.iterdir():
         if entry.name in ours or node_dir.match(entry.name) or entry.name.startswith((".state.json.", ".kubeconfig")):
             if entry.is_dir() and not entry.is_symlink():

@@ -1,4 +1,4 @@
-"""The ``skiff lab`` command: ``up``, ``down``, ``status``, ``kubeconfig``."""
+"""The ``skiff lab`` command: ``up``, ``down``, ``status``, ``kubeconfig``, ``chaos``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from node_agent.lab.agents import READY_TIMEOUT, NodeResources
+from node_agent.lab.chaos import add_chaos_parser
 from node_agent.lab.cni_setup import PLUGINS
 from node_agent.lab.layout import DEFAULT_NAME, LabError, validate_name
 from node_agent.lab.progress import Progress
@@ -29,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    lab = subparsers.add_parser("lab", help="a whole cluster on this machine: up, down, status, kubeconfig",
+    lab = subparsers.add_parser("lab", help="a whole cluster on this machine: up, down, status, kubeconfig, chaos",
                                 description="A Skiff cluster on one machine: a network namespace and a "
                                             "Docker Engine per node, the control plane on the host.")
     lab.set_defaults(func=lambda _args: (lab.print_help(sys.stderr), 1)[1])
@@ -40,6 +41,10 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     up.add_argument("--nodes", type=int, default=None, help="number of nodes (default 3, or the lab's current count)")
     up.add_argument("--cni-plugin", choices=PLUGINS, default=None,
                     help="skiff (default): Skiff's skiff-bridge plugin; reference: Debian's bridge + host-local")
+    up.add_argument("--control-plane", choices=("single", "split"), default=None,
+                    help="single (default for a new lab): one `skiff server` runs scheduler and controllers; "
+                         "split: `skiff scheduler` and `skiff controller-manager` run as processes of their own "
+                         "(default: the lab's current mode)")
     up.add_argument("--node-cpu", default=None, help="CPUs each node advertises (default: the host's)")
     up.add_argument("--node-memory", default=None, help="memory each node advertises, e.g. 4Gi (default: the host's)")
     up.add_argument("--wait", type=float, default=READY_TIMEOUT, help="seconds to wait for the nodes to be Ready")
@@ -58,13 +63,16 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     _common(kubeconfig)
     kubeconfig.set_defaults(func=cmd_kubeconfig)
 
+    add_chaos_parser(sub, _common)
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     from node_agent.lab.up import UpOptions, lab_up, summary
 
     progress = Progress()
     opts = UpOptions(name=args.name, nodes=args.nodes, state_dir=args.state_dir, cni_plugin=args.cni_plugin,
-                     wait=args.wait, resources=NodeResources(cpu=args.node_cpu, memory=args.node_memory))
+                     control_plane=args.control_plane, wait=args.wait,
+                     resources=NodeResources(cpu=args.node_cpu, memory=args.node_memory))
     try:
         state = lab_up(opts, progress)
     except LabError as exc:

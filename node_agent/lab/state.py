@@ -25,6 +25,7 @@ from typing import Any
 from node_agent.lab.layout import RUN_DIR, LabError, LabLayout, default_state_dir, validate_name
 
 STATE_VERSION = 1
+CONTROL_PLANE_MODES = ("single", "split")
 
 
 @dataclass
@@ -57,6 +58,11 @@ class LabState:
     cni_plugin: str = "skiff"
     nodes: list[NodeState] = field(default_factory=list)
     server: ProcessRecord | None = None
+    # "single": `skiff server` runs the scheduler and the controllers in-process; "split": the server
+    # only serves the API, and `skiff scheduler` and `skiff controller-manager` run as processes of their own.
+    control_plane: str = "single"
+    scheduler: ProcessRecord | None = None
+    controller_manager: ProcessRecord | None = None
     version: int = STATE_VERSION
 
     @property
@@ -76,8 +82,13 @@ class LabState:
 
         nodes = [NodeState(**{**n, "dockerd": record(n.get("dockerd")), "agent": record(n.get("agent"))})
                  for n in data.get("nodes", [])]
+        control_plane = str(data.get("control_plane", "single"))
+        if control_plane not in CONTROL_PLANE_MODES:
+            raise ValueError(f"unknown control plane mode {control_plane!r}")
         return cls(name=data["name"], state_dir=data["state_dir"], subnet_index=int(data["subnet_index"]),
                    cni_plugin=data.get("cni_plugin", "skiff"), nodes=nodes, server=record(data.get("server")),
+                   control_plane=control_plane, scheduler=record(data.get("scheduler")),
+                   controller_manager=record(data.get("controller_manager")),
                    version=int(data.get("version", STATE_VERSION)))
 
 

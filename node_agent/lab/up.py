@@ -17,6 +17,7 @@ from node_agent.images.build import ImageSpec, ensure_images, lab_image_specs
 from node_agent.images.errors import ImageBuildError
 from node_agent.lab import agents, cni_setup, controlplane, dockerd, firewall, network
 from node_agent.lab.agents import NodeResources
+from node_agent.lab.controlplane import COMPONENTS, SINGLE, SPLIT, Component, KubeApi
 from node_agent.lab.layout import (
     LAB_SUPERNET,
     MAX_NODES,
@@ -30,8 +31,10 @@ from node_agent.lab.layout import (
 from node_agent.lab.processes import is_alive
 from node_agent.lab.progress import Progress
 from node_agent.lab.state import (
+    CONTROL_PLANE_MODES,
     LabState,
     NodeState,
+    ProcessRecord,
     Registration,
     lab_locked,
     load_state,
@@ -53,6 +56,7 @@ class UpOptions:
     nodes: int | None = None  # None: the lab's current count, DEFAULT_NODES for a new lab
     state_dir: Path | None = None
     cni_plugin: str | None = None  # None: the lab's current plugin, "skiff" for a new lab
+    control_plane: str | None = None  # None: the lab's current mode, "single" for a new lab
     wait: float = agents.READY_TIMEOUT
     resources: NodeResources = field(default_factory=NodeResources)
 
@@ -108,6 +112,7 @@ def prepare_state(opts: UpOptions) -> LabState:
     if state is None:
         state = LabState(name=opts.name, state_dir=str(state_dir), subnet_index=k,
                          cni_plugin=opts.cni_plugin or "skiff")
+    state.control_plane = opts.control_plane or state.control_plane
     layout = state.layout
     for i in range(1, nodes + 1):
         if state.node(i) is None:
@@ -125,6 +130,8 @@ def lab_up(opts: UpOptions, progress: Progress) -> LabState:
         raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
     if opts.cni_plugin not in (None, *cni_setup.PLUGINS):
         raise LabError(f"--cni-plugin must be one of {', '.join(cni_setup.PLUGINS)}")
+    if opts.control_plane not in (None, *CONTROL_PLANE_MODES):
+        raise LabError(f"--control-plane must be one of {', '.join(CONTROL_PLANE_MODES)}")
     check_host()
 
     with progress.step("Building the lab images") as step:
@@ -154,11 +161,13 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
         step.detail = f"bridge {layout.bridge} {layout.bridge_ip}, namespaces " + \
             ", ".join(n.netns for n in state.nodes)
 
-    with progress.step("Starting the control plane") as step:
+    with progress.step(f"Starting the control plane ({state.control_plane})") as step:
+        restarted = ensure_server_mode(state)
         if not is_alive(state.server):
-            state.server = controlplane.start_server(layout)
+            state.server = controlplane.start_server(layout, state.control_plane)
             save_state(state)
-            step.detail = f"pid {state.server.pid}, {layout.api_url}"
+            step.detail = f"{'restarted in ' + state.control_plane + ' mode, ' if restarted else ''}" \
+                          f"pid {state.server.pid}, {layout.api_url}"
         else:
             step.detail = f"already running (pid {state.server.pid if state.server else '?'})"
 
@@ -181,6 +190,13 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
         kubeconfig = controlplane.ensure_user_kubeconfig(layout)
         step.detail = f"{layout.api_url}, kubeconfig {kubeconfig}"
 
+    leaders: dict[Component, tuple[ProcessRecord, str]] = {}
+    if state.control_plane == SPLIT:
+        with progress.step("Starting the scheduler and the controller manager") as step:
+            leaders = ensure_split_control_plane(state, api)
+            step.detail = ", ".join(f"{c.command} pid {getattr(state, c.attr).pid}"
+                                    f"{'' if c in leaders else ' (running)'}" for c in COMPONENTS)
+
     with progress.step("Loading the lab images into the nodes") as step:
         imported = 0
         for node in state.nodes:
@@ -200,6 +216,7 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
     if reason is not None:
         progress.warn(f"the node agents could not start: `skiff agent` is not available ({reason}); "
                       "the lab is up without agents")
+        _wait_leaders(api, leaders, progress)
         return
     with progress.step(f"Starting {len(state.nodes)} node agents") as step:
         for node in state.nodes:
@@ -210,11 +227,57 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
         step.detail = ", ".join(f"{n.name} pid {n.agent.pid}" for n in state.nodes if n.agent)
     with progress.step("Waiting for the nodes to be Ready"):
         agents.wait_nodes_ready(api, {n.name: n.agent for n in state.nodes if n.agent}, opts.wait)
+    _wait_leaders(api, leaders, progress)
+
+
+def ensure_server_mode(state: LabState) -> bool:
+    """Make what runs match ``state.control_plane``: stop a server started in the other mode (its
+    data survives; it is started again in this mode) and, in single mode, any scheduler or controller
+    manager left from split mode. True if a server was stopped."""
+    if state.control_plane == SINGLE:
+        for component in COMPONENTS:
+            record = getattr(state, component.attr)
+            if record is not None:
+                controlplane.stop_component(record)
+                setattr(state, component.attr, None)
+                save_state(state)
+    mode = controlplane.server_mode(state.server)
+    if is_alive(state.server) and mode is not None and mode != state.control_plane:
+        controlplane.stop_server(state.server)
+        state.server = None
+        save_state(state)
+        return True
+    return False
+
+
+def ensure_split_control_plane(state: LabState, api: KubeApi) -> dict[Component, tuple[ProcessRecord, str]]:
+    """Split mode: start the scheduler and the controller manager wherever they are not running
+    (one killed -9, say), saving the state after each start. Returns those started, each with the
+    holder of its Lease seen before (a dead process's identity), for `controlplane.wait_leaders`."""
+    started: dict[Component, tuple[ProcessRecord, str]] = {}
+    for component in COMPONENTS:
+        if is_alive(getattr(state, component.attr)):
+            continue
+        before = api.lease_holder(component.lease)
+        record = controlplane.start_component(state.layout, component)
+        setattr(state, component.attr, record)
+        save_state(state)
+        started[component] = (record, before)
+    return started
+
+
+def _wait_leaders(api: KubeApi, leaders: dict[Component, tuple[ProcessRecord, str]], progress: Progress) -> None:
+    if not leaders:
+        return
+    with progress.step("Waiting for the scheduler and the controller manager to take their leases") as step:
+        controlplane.wait_leaders(api, leaders)
+        step.detail = ", ".join(f"{controlplane.LEASE_NAMESPACE}/{c.lease}" for c in leaders)
 
 
 def summary(state: LabState) -> str:
     layout = state.layout
-    lines = [f"Lab {state.name} is up: {len(state.nodes)} nodes on {layout.subnet}, API {layout.api_url}",
+    lines = [f"Lab {state.name} is up: {len(state.nodes)} nodes on {layout.subnet}, API {layout.api_url}, "
+             f"control plane {state.control_plane}",
              f"  export KUBECONFIG={layout.kubeconfig}"]
     for node in state.nodes:
         lines.append(f"  {node.name}: {ipaddress.IPv4Interface(node.ip).ip}  pods {node.pod_cidr}  "
