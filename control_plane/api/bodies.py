@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from control_plane.api import errors, schema
+from control_plane.api import errors, protobuf, schema
 from skiff.api.resources import ResourceType
 
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' default max request body
@@ -67,7 +67,7 @@ def _expanded_size(doc: Any, budget: int) -> int:
 
 
 def parse_document(data: bytes, content_type: str) -> Any:
-    """JSON (also with no Content-Type: the Python client sends none) or YAML."""
+    """JSON (also with no Content-Type: the Python client sends none), YAML or Kubernetes protobuf."""
     if content_type in JSON_TYPES:
         try:
             doc = json.loads(data, parse_constant=_reject_constant)
@@ -83,6 +83,11 @@ def parse_document(data: bytes, content_type: str) -> Any:
             raise errors.bad_request("error converting YAML to JSON: the document expands to more than "
                                      f"{MAX_YAML_NODES} nodes (aliases)")
         return scrub_surrogates(doc)
+    if content_type == protobuf.MEDIA_TYPE:  # kubectl 1.32+ `create ...`, client-go's typed clients
+        try:
+            return protobuf.decode_body(data)
+        except protobuf.DecodeError as e:
+            raise errors.bad_request(str(e)) from None
     raise errors.unsupported_media_type(content_type)
 
 
