@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then the main job: a three-node lab on this machine
 # (`skiff lab up`: a network namespace and a dockerd per node, the control plane, one
-# node agent per node), and a demo pod on each node serving HTTP, shown Running with
-# its pod IP and answering through `kubectl exec` and `kubectl logs`.
+# node agent per node), and a demo app: a Deployment of 3 HTTP pods spread over the
+# nodes behind a Service `web` (ClusterIP + NodePort), reached by name from a pod, by its
+# ClusterIP, and through the NodePort at every node's address.
 #
 #   scripts/demo.sh          # bring the lab up, run the demo, leave the lab running
 #   scripts/demo.sh --down   # ... and take the lab down at the end
@@ -38,39 +39,61 @@ trap on_exit EXIT
 
 kubectl get nodes -o wide
 
-log "a demo pod on each node (busybox httpd on :8080, readiness probe on /)"
-nodes=$(kubectl get nodes -o jsonpath='{.items[*].metadata.name}')
-i=0
-for node in $nodes; do
-    i=$((i + 1))
-    kubectl apply -f - <<EOF
+log "the demo app: Deployment web (3 replicas, busybox httpd on :8080) behind Service web"
+kubectl apply -f - <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: skiff/app:1.0
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -v -p 8080 -h /www"]
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
 apiVersion: v1
 kind: Pod
-metadata:
-  name: demo-$i
-  labels: {app: demo}
+metadata: {name: client}
 spec:
-  nodeName: $node
   containers:
-  - name: web
+  - name: client
     image: skiff/app:1.0
     imagePullPolicy: Never
-    command: ["sh", "-c", "echo hello from \$(hostname) on $node > /var/www/index.html; exec httpd -f -v -p 8080 -h /var/www"]
-    ports: [{containerPort: 8080, name: http}]
-    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 2}
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
 EOF
-done
 
-log "waiting for the demo pods to be Ready"
-kubectl wait --for=condition=Ready pod -l app=demo --timeout=120s
+log "waiting for the rollout and the client"
+kubectl rollout status deployment/web --timeout=180s
+kubectl wait --for=condition=Ready pod/client --timeout=120s
 kubectl get pods -o wide
+kubectl get service web
 
-for n in $(seq 1 "$i"); do
-    log "demo-$n answers on its pod IP (from inside the pod):"
-    kubectl exec "demo-$n" -- sh -c 'wget -qO- http://$(hostname -i):8080/'
+log "from the client pod, by name (cluster DNS) through the Service, six requests:"
+kubectl exec client -- sh -c 'for i in 1 2 3 4 5 6; do wget -qO- http://web.default.svc.cluster.local/; done'
+
+CLUSTER_IP=$(kubectl get service web -o jsonpath='{.spec.clusterIP}')
+NODE_PORT=$(kubectl get service web -o jsonpath='{.spec.ports[0].nodePort}')
+log "from the client pod, by ClusterIP $CLUSTER_IP:"
+kubectl exec client -- wget -qO- "http://$CLUSTER_IP/"
+for ip in $(kubectl get nodes -o jsonpath='{.items[*].status.addresses[?(@.type=="InternalIP")].address}'); do
+    log "from this host, through the NodePort at node address $ip:$NODE_PORT:"
+    timeout 10 busybox wget -qO- "http://$ip:$NODE_PORT/"
 done
-log "kubectl logs demo-1:"
-kubectl logs demo-1 --tail 5
 
 if [[ $DOWN -eq 0 ]]; then
     log "the lab stays up: export KUBECONFIG=$KUBECONFIG; remove it with: $BIN/skiff lab down --name $LAB"

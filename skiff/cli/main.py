@@ -36,6 +36,7 @@ Verb = Callable[[Cli, argparse.Namespace], Awaitable[int]]
 EXTERNAL_PARSERS = (
     ("control_plane.main", "add_server_parser"),
     ("node_agent.main", "add_agent_parser"),
+    ("node_agent.proxy.main", "add_proxy_parser"),
     ("node_agent.lab.main", "add_lab_parser"),
     ("node_agent.images.main", "add_image_parser"),
     ("control_plane.controllers.main", "add_controller_manager_parser"),
