@@ -37,12 +37,13 @@ class SyncNotes:
 
 
 class ProbeView:
-    """Readiness and startup results by container id (the prober manager implements this)."""
+    """Readiness and startup of a running container, by its id and its spec (the prober manager
+    implements this; this base class stands for a node without probes)."""
 
-    def ready(self, container_id: str) -> bool:
+    def ready(self, container_id: str, container: Mapping[str, Any]) -> bool:
         return True
 
-    def started(self, container_id: str) -> bool:
+    def started(self, container_id: str, container: Mapping[str, Any]) -> bool:
         return True
 
 
@@ -83,8 +84,8 @@ def container_status(spec: Obj, kind: str, runtime: PodRuntime, notes: SyncNotes
     previous = next((r for r in records[1:] if r.exited), None)
     if latest.running:
         status["state"] = {"running": {"startedAt": rfc3339(latest.started_at)}}
-        status["started"] = probes.started(latest.id)
-        status["ready"] = kind != INIT and status["started"] and probes.ready(latest.id)
+        status["started"] = probes.started(latest.id, spec)
+        status["ready"] = kind != INIT and status["started"] and probes.ready(latest.id, spec)
     elif latest.exited and note is None:
         status["state"] = {"terminated": _terminated(latest)}
         status["ready"] = kind == INIT and latest.exit_code == 0

@@ -78,7 +78,7 @@ class ProberManager(ProbeView):
         # The container may have started before this worker (an adopted container).
         started_at = time.monotonic() - max(0.0, time.time() - record.started_at) if record.started_at else None
         return ProbeWorker(kind, probe, run, on_result, started_at=started_at,
-                           is_started=lambda: self.started(cid), on_probe=on_probe)
+                           is_started=lambda: self.started(cid, container), on_probe=on_probe)
 
     def _result(self, container_id: str, kind: str) -> bool | None:
         entry = self._entries.get((container_id, kind))
@@ -87,11 +87,20 @@ class ProberManager(ProbeView):
     def has(self, container_id: str, kind: str) -> bool:
         return (container_id, kind) in self._entries
 
-    def ready(self, container_id: str) -> bool:
-        return self._result(container_id, "readiness") is not False if self.has(container_id, "readiness") else True
+    # The kubelet creates a pod's probe workers with the pod (AddPod), before its containers start, and a
+    # container whose probe has a worker but no result yet is neither ready nor started. Here a worker is
+    # created by the first sync that sees the container running, so the status computed right after the sync
+    # that started it finds none: that must read as "not yet" for a declared probe, not as "no probe" (which
+    # reported Ready=True, then False once the worker appeared, then True again after the first probe).
+    def ready(self, container_id: str, container: Mapping[str, Any]) -> bool:
+        if self.has(container_id, "readiness"):
+            return self._result(container_id, "readiness") is True
+        return not container.get("readinessProbe")
 
-    def started(self, container_id: str) -> bool:
-        return self._result(container_id, "startup") is True if self.has(container_id, "startup") else True
+    def started(self, container_id: str, container: Mapping[str, Any]) -> bool:
+        if self.has(container_id, "startup"):
+            return self._result(container_id, "startup") is True
+        return not container.get("startupProbe")
 
     def liveness_failed(self, container_id: str) -> bool:
         return self._result(container_id, "liveness") is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fakes import docker_time
@@ -45,7 +46,7 @@ def runtime(*records: ContainerRecord) -> PodRuntime:
 
 
 class Unready(ProbeView):
-    def ready(self, container_id: str) -> bool:
+    def ready(self, container_id: str, container: Mapping[str, Any]) -> bool:
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,38 @@ async def test_kill_pod_runs_pre_stop_then_stops_then_tears_down_network(env: En
     assert env.recorder.find("Killing")[0].message == "Stopping container c"
     await env.killer.remove_pod(await env.cache.refresh_pod(UID))
     assert env.docker.containers == {}
+
+
+async def test_a_container_with_a_readiness_probe_is_not_ready_before_the_probe_passes(env: Env) -> None:
+    """The status written right after the sync that started a container comes before its probe
+    workers exist (the next sync creates them): a declared readiness (or startup) probe must read
+    as "no result yet", not as "no probe". It read as ready, so the pod went Ready True, False (the
+    worker appeared), True (its first probe passed), and a Deployment's availableReplicas went back."""
+    probes = ProberManager(env.docker, env.recorder, lambda uid: None)  # type: ignore[arg-type]
+    env.syncer.d.probes = probes
+    probe = {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 2}
+    pod = make_pod([app("web", readinessProbe=probe), app("slow", startupProbe=probe), app("plain")])
+
+    def ready(status: dict[str, Any]) -> dict[str, tuple[bool, bool]]:
+        return {s["name"]: (s["started"], s["ready"]) for s in status["containerStatuses"]}
+
+    async def status() -> dict[str, Any]:  # what PodManager.sync writes after each sync
+        runtime = await env.cache.refresh_pod(UID)
+        return compute_status(pod, runtime, env.notes, probes, "10.0.0.10", env.clock())
+
+    try:
+        await env.sync(pod)  # starts the containers; their probe workers do not exist yet
+        first = await status()
+        assert ready(first) == {"web": (True, False), "slow": (False, False), "plain": (True, True)}
+        assert {c["type"]: c["status"] for c in first["conditions"]}["Ready"] == "False"
+        await env.sync(pod)  # sees them running: starts the workers, whose results start as "not yet"
+        assert ready(await status()) == {"web": (True, False), "slow": (False, False), "plain": (True, True)}
+        ids = {name: env.docker.by_name(f"k8s_{name}_web_{NS}_{UID}_0")["Id"] for name in ("web", "slow")}
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (probes.ready(ids["web"], pod["spec"]["containers"][0])
+                   and probes.started(ids["slow"], pod["spec"]["containers"][1])):
+            assert asyncio.get_running_loop().time() < deadline, "the probes never passed"
+            await asyncio.sleep(0.01)
+        assert ready(await status()) == {"web": (True, True), "slow": (True, True), "plain": (True, True)}
+    finally:
+        await probes.stop_all()
