@@ -22,6 +22,7 @@ from typing import Any
 
 from node_agent.backoff import CrashBackoff
 from node_agent.events import NORMAL, EventRecorder, ObjectRef
+from node_agent.eviction.runner import build_eviction_manager, run_eviction
 from node_agent.image_puller import ImagePuller
 from node_agent.lease import run_lease_loop
 from node_agent.node_status import NodeHealth, NodeStatusReporter, render_images
@@ -31,6 +32,8 @@ from node_agent.pod_manager import PodManager
 from node_agent.pod_sync import PodSyncer, SyncDeps
 from node_agent.podnet.runner import run_pod_network
 from node_agent.prober_manager import ProberManager
+from node_agent.proxy.proxier import run_proxy
+from node_agent.proxy.settings import agent_proxy_settings
 from node_agent.registration import NodeFacts, gather_facts, register_node, render_capacity
 from node_agent.resolv_conf import configurer_for
 from node_agent.runtime.cni import (
@@ -147,12 +150,13 @@ class Agent:
         self.informer = Informer(client, "pods", field_selector=f"spec.nodeName={settings.node_name}")
         self.informer.add_handlers(on_add=self.manager.on_pod, on_update=self.manager.on_pod_update,
                                    on_delete=self.manager.on_pod_delete)
+        self.eviction = build_eviction_manager(self)
         self._background: set[asyncio.Task[None]] = set()
 
     async def health(self) -> NodeHealth:
         runtime = "" if await self.docker.ping() else f"cannot reach docker at {self.docker.base_url}"
         network = "" if self.network is not None else "cni config uninitialized"
-        return NodeHealth(runtime_error=runtime, network_error=network)
+        return NodeHealth(runtime_error=runtime, network_error=network, pressure=tuple(self.eviction.conditions))
 
     async def images(self) -> list[Obj] | None:
         try:
@@ -237,6 +241,9 @@ async def _run(settings: AgentSettings, client: ApiClient, docker: DockerAdapter
         agent.informer.start(),
         asyncio.create_task(agent.start_pods(), name="pods"),
         asyncio.create_task(run_pod_network(client, settings), name="pod-network"),
+        asyncio.create_task(run_eviction(agent.eviction, settings.eviction.kernel_memcg_notification), name="eviction"),
+        *([asyncio.create_task(run_proxy(client, agent_proxy_settings(settings)), name="proxy")]
+          if settings.proxy else []),
     ]
     runner = await agent.start_server()
     log.info("agent %s running (node IP %s, pod CIDR %s)", settings.node_name, facts.node_ip, pod_cidr or "none")

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from node_agent.eviction.flags import add_eviction_flags, eviction_settings
 from node_agent.settings import DEFAULT_PAUSE_IMAGE, AgentSettings, CapacitySettings, CniSettings
 
 
@@ -43,6 +44,7 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--proxy-mode", choices=("iptables", "ipvs"), default="iptables",
                    help="how the built-in service proxy programs Services (ipvs: refused where the kernel lacks it)")
     p.add_argument("--disable-proxy", action="store_true", help="run no service proxy (e.g. a kube-proxy runs here)")
+    add_eviction_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -74,7 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         listen_address=args.listen_address, listen_port=args.listen_port, pause_image=args.pause_image,
         cni=cni, capacity=capacity, **dns_settings(args),
         cluster_cidr=args.cluster_cidr, pod_routes=not args.disable_pod_routes,
-        proxy_mode=args.proxy_mode, proxy=not args.disable_proxy)
+        proxy_mode=args.proxy_mode, proxy=not args.disable_proxy, eviction=eviction_settings(args))
     settings.validate()
     return settings
 

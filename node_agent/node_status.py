@@ -26,6 +26,12 @@ PRESSURE_CONDITIONS = (
     ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 )
+# What a pressure condition says while it is True (the eviction manager sets them).
+PRESSURE_TRUE = {
+    "MemoryPressure": ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+    "DiskPressure": ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+    "PIDPressure": ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class NodeHealth:
 
     runtime_error: str = ""
     network_error: str = ""
+    pressure: tuple[str, ...] = ()  # the pressure conditions that are True (node_agent/eviction)
 
     @property
     def ready(self) -> bool:
@@ -65,7 +72,8 @@ def _condition(old: dict[str, dict[str, Any]], type_: str, status: str, reason: 
 def render_conditions(health: NodeHealth, old_conditions: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     old = {c.get("type", ""): c for c in old_conditions or []}
     stamp = rfc3339(now)
-    out = [_condition(old, t, "False", reason, message, stamp) for t, reason, message in PRESSURE_CONDITIONS]
+    out = [_condition(old, t, "True", *PRESSURE_TRUE[t], stamp) if t in health.pressure
+           else _condition(old, t, "False", reason, message, stamp) for t, reason, message in PRESSURE_CONDITIONS]
     out.append(_condition(old, "Ready", "True" if health.ready else "False",
                           "KubeletReady" if health.ready else "KubeletNotReady", health.message, stamp))
     return out

@@ -33,6 +33,27 @@ class CapacitySettings:
 
 
 @dataclass(frozen=True)
+class EvictionSettings:
+    """kubelet's node-pressure eviction flags as given (``node_agent.eviction.thresholds`` parses them)."""
+
+    hard: str = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
+    soft: str = ""  # --eviction-soft, e.g. memory.available<300Mi
+    soft_grace_period: str = ""  # --eviction-soft-grace-period, e.g. memory.available=1m30s
+    minimum_reclaim: str = ""  # --eviction-minimum-reclaim, e.g. memory.available=100Mi
+    pressure_transition_period: float = 300.0  # --eviction-pressure-transition-period (5m0s)
+    max_pod_grace_period: int = 0  # --eviction-max-pod-grace-period: soft evictions' grace
+    monitoring_period: float = 10.0  # kubelet's evictionMonitoringPeriod (fixed at 10 s there)
+    kernel_memcg_notification: bool = True  # also look at once when a memory threshold is crossed
+    cgroup_root: str = ""  # the cgroup holding the pods' containers ("": found from the containers)
+    local_storage_capacity_isolation: bool = True  # emptyDir sizeLimit and ephemeral-storage limits
+
+    def validate(self) -> None:
+        from node_agent.eviction.thresholds import parse_settings
+
+        parse_settings(self)
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     node_name: str
     kubeconfig: Path
@@ -64,6 +85,8 @@ class AgentSettings:
     # the service proxy (node_agent/proxy), kube-proxy's --proxy-mode; off when a kube-proxy runs on the node
     proxy_mode: str = "iptables"
     proxy: bool = True
+    # node-pressure eviction (node_agent/eviction)
+    eviction: EvictionSettings = field(default_factory=EvictionSettings)
 
     @property
     def node_lease_renew_interval(self) -> float:
@@ -102,3 +125,4 @@ class AgentSettings:
             raise ValueError("--node-lease-duration-seconds must be at least 1")
         if self.cni.plugin not in ("skiff", "reference"):
             raise ValueError(f"--cni-plugin must be skiff or reference, not {self.cni.plugin!r}")
+        self.eviction.validate()

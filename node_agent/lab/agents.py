@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from node_agent.images.build import PAUSE_IMAGE
-from node_agent.lab import cni_setup
+from node_agent.lab import cni_setup, node_disk
 from node_agent.lab.controlplane import KubeApi, child_env, node_ready, skiff_command
 from node_agent.lab.layout import AGENT_PORT, LabError, LabLayout
 from node_agent.lab.network import netns_path
@@ -27,12 +27,19 @@ STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 90.0
 
 
+DEFAULT_NODE_MEMORY = "2Gi"  # small, so pressure tests never strain the host
+
+
 @dataclass(frozen=True)
 class NodeResources:
-    """What a lab node advertises instead of the host's measurements (None: measure)."""
+    """What a lab node advertises instead of the host's measurements (None: measure), the limits
+    its cgroup gets (node_agent/lab/node_limits.py), and extra flags for its agent."""
 
     cpu: str | None = None
-    memory: str | None = None
+    memory: str | None = DEFAULT_NODE_MEMORY
+    pids: int | None = None  # pids.max of the node's cgroup
+    disk: str | None = None  # a filesystem of this size of its own (node_agent/lab/node_disk.py)
+    agent_args: tuple[str, ...] = ()
 
 
 def agent_unavailable_reason() -> str | None:
@@ -47,6 +54,11 @@ def agent_unavailable_reason() -> str | None:
 
 
 LAB_NODE_LEASE_SECONDS = 8
+# Node-pressure eviction on the lab's short timings: look every 2 s, clear a pressure 10 s after it ends.
+LAB_EVICTION_FLAGS = ("--eviction-monitoring-period", "2s", "--eviction-pressure-transition-period", "10s")
+# A node on the host's disk does not own it: its agent leaves the disk signals alone (a nearly full
+# CI disk must not taint every lab node). A node with a disk of its own (--node-disk) watches it too.
+LAB_HOST_DISK_EVICTION_HARD = "memory.available<100Mi"
 
 
 def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResources) -> list[str]:
@@ -69,12 +81,16 @@ def agent_argv(layout: LabLayout, i: int, cni_plugin: str, resources: NodeResour
         "--cluster-dns", "10.96.0.10",  # the kube-dns Service: skiff server's --cluster-dns default
         # renew the Lease every 2 s: the lab's 10 s node-monitor grace period needs heartbeats well inside it
         "--node-lease-duration-seconds", str(LAB_NODE_LEASE_SECONDS),
+        # the eviction manager reads the pods' memory and pids from the node's cgroup parent
+        "--cgroup-root", layout.cgroup_parent(i), *LAB_EVICTION_FLAGS,
     ]
     if resources.cpu:
         argv += ["--cpu", resources.cpu]
     if resources.memory:
         argv += ["--memory", resources.memory]
-    return argv
+    if resources.disk is None and not (layout.node_dir(i) / node_disk.IMAGE).exists():
+        argv.append(f"--eviction-hard={LAB_HOST_DISK_EVICTION_HARD}")
+    return argv + list(resources.agent_args)  # last: a flag given twice, the last one counts
 
 
 def is_running(layout: LabLayout, i: int, record: ProcessRecord | None) -> bool:

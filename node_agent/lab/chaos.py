@@ -16,6 +16,12 @@ fault              what it does to node i                                      u
 ``start-agent``    start the agent again; it adopts the running pods
 ``restart-docker`` SIGTERM dockerd (it stops every container, as ``systemctl   (nothing)
                    restart docker`` does), then start it again
+``memory-pressure`` a process holding ``--size`` of memory in the node's        ``relieve``
+                   cgroup, where its agent reads the pods' memory
+                   (node_agent/lab/pressure.py)
+``disk-pressure``  a ``--size`` file in the node agent's root dir (nodefs)     ``relieve``
+``relieve``        kill the hog, delete the file, load the lab images the
+                   agent's image GC removed
 =================  ==========================================================  ==============
 
 No fault is written down anywhere but in what the host shows (a dead process, a link
@@ -36,7 +42,7 @@ from pathlib import Path
 
 import psutil
 
-from node_agent.lab import agents, cgroups, controlplane, dockerd, network
+from node_agent.lab import agents, cgroups, controlplane, dockerd, network, pressure
 from node_agent.lab.agents import NodeResources
 from node_agent.lab.command import run
 from node_agent.lab.down import SHIM_SOCKET_DIR, socket_paths
@@ -332,6 +338,24 @@ def restart_docker(target: Target, _args: argparse.Namespace) -> Outcome:
     return outcome
 
 
+def memory_pressure(target: Target, args: argparse.Namespace) -> Outcome:
+    outcome = Outcome()
+    pressure.memory_pressure(target, args.size, outcome)
+    return outcome
+
+
+def disk_pressure(target: Target, args: argparse.Namespace) -> Outcome:
+    outcome = Outcome()
+    pressure.disk_pressure(target, args.size, outcome)
+    return outcome
+
+
+def relieve(target: Target, _args: argparse.Namespace) -> Outcome:
+    outcome = Outcome()
+    pressure.relieve(target, outcome)
+    return outcome
+
+
 # -- the command ------------------------------------------------------------------------------------
 
 
@@ -341,6 +365,7 @@ class Fault:
     help: str
     run: Callable[[Target, argparse.Namespace], Outcome]
     waits: bool = False  # has --wait (for the node to be Ready)
+    sized: bool = False  # has --size
 
 
 FAULTS = (
@@ -351,6 +376,10 @@ FAULTS = (
     Fault("stop-agent", "SIGTERM the node's agent; its pods keep running", stop_agent),
     Fault("start-agent", "start the node's agent again", start_agent, waits=True),
     Fault("restart-docker", "restart the node's dockerd (it stops every container)", restart_docker),
+    Fault("memory-pressure", "hold memory in the node's cgroup, where its agent reads the pods' memory",
+          memory_pressure, sized=True),
+    Fault("disk-pressure", "fill the node agent's root dir (its nodefs) with a file", disk_pressure, sized=True),
+    Fault("relieve", "end a memory-pressure or disk-pressure", relieve),
 )
 
 
@@ -370,6 +399,9 @@ def add_chaos_parser(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
             p.add_argument("--wait", type=float, default=agents.READY_TIMEOUT,
                            help=f"seconds to wait for the node to be Ready, 0 not to wait "
                                 f"(default {agents.READY_TIMEOUT:.0f})")
+        if fault.sized:
+            p.add_argument("--size", default=None, metavar="QUANTITY",
+                           help="how much, e.g. 1Gi (default: 64Mi past the agent's hard threshold)")
         p.set_defaults(func=cmd_chaos, chaos_fault=fault)
 
 

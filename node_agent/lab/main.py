@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from node_agent.lab.agents import READY_TIMEOUT, NodeResources
+from node_agent.lab.agents import DEFAULT_NODE_MEMORY, READY_TIMEOUT, NodeResources
 from node_agent.lab.chaos import add_chaos_parser
 from node_agent.lab.cni_setup import PLUGINS
 from node_agent.lab.layout import DEFAULT_NAME, LabError, validate_name
@@ -46,7 +46,17 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
                          "split: `skiff scheduler` and `skiff controller-manager` run as processes of their own "
                          "(default: the lab's current mode)")
     up.add_argument("--node-cpu", default=None, help="CPUs each node advertises (default: the host's)")
-    up.add_argument("--node-memory", default=None, help="memory each node advertises, e.g. 4Gi (default: the host's)")
+    up.add_argument("--node-memory", default=DEFAULT_NODE_MEMORY,
+                    help=f"memory each node advertises and its cgroup is held to, e.g. 4Gi (default "
+                         f"{DEFAULT_NODE_MEMORY}; 'host': the host's, unlimited)")
+    up.add_argument("--node-pids", type=int, default=None,
+                    help="tasks each node's cgroup may hold (default: unlimited)")
+    up.add_argument("--node-disk", default=None, metavar="SIZE",
+                    help="give each new node a filesystem of this size of its own, e.g. 4Gi, for its agent and "
+                         "Docker data (default: the host's disk)")
+    up.add_argument("--agent-arg", action="append", default=[], metavar="FLAG",
+                    help="an extra flag for every node agent, e.g. --agent-arg=--eviction-hard=memory.available<1Gi "
+                         "(repeatable)")
     up.add_argument("--wait", type=float, default=READY_TIMEOUT, help="seconds to wait for the nodes to be Ready")
     up.set_defaults(func=cmd_up)
 
@@ -72,7 +82,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     progress = Progress()
     opts = UpOptions(name=args.name, nodes=args.nodes, state_dir=args.state_dir, cni_plugin=args.cni_plugin,
                      control_plane=args.control_plane, wait=args.wait,
-                     resources=NodeResources(cpu=args.node_cpu, memory=args.node_memory))
+                     resources=NodeResources(cpu=args.node_cpu,
+                                             memory=None if args.node_memory == "host" else args.node_memory,
+                                             pids=args.node_pids, disk=args.node_disk,
+                                             agent_args=tuple(args.agent_arg)))
     try:
         state = lab_up(opts, progress)
     except LabError as exc:

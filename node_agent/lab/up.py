@@ -15,7 +15,7 @@ from pathlib import Path
 
 from node_agent.images.build import ImageSpec, ensure_images, lab_image_specs
 from node_agent.images.errors import ImageBuildError
-from node_agent.lab import agents, cni_setup, controlplane, dockerd, firewall, network
+from node_agent.lab import agents, cni_setup, controlplane, dockerd, firewall, network, node_disk, node_limits
 from node_agent.lab.agents import NodeResources
 from node_agent.lab.controlplane import COMPONENTS, SINGLE, SPLIT, Component, KubeApi
 from node_agent.lab.layout import (
@@ -170,6 +170,16 @@ def _bring_up(state: LabState, layout: LabLayout, opts: UpOptions, progress: Pro
                           f"pid {state.server.pid}, {layout.api_url}"
         else:
             step.detail = f"already running (pid {state.server.pid if state.server else '?'})"
+
+    with progress.step("Node sizes") as step:
+        limits: list[str] = []
+        disks: list[str] = []
+        for node in state.nodes:
+            limits = node_limits.ensure_node_limits(layout, node.index, opts.resources.memory, opts.resources.pids)
+            disk = node_disk.ensure_node_disk(layout, node.index, opts.resources.disk)
+            disks += [f"{node.name}: {disk}"] if disk else []
+        step.detail = f"each node's cgroup holds it to {' and '.join(limits) or 'the host'}" + \
+            (f"; {', '.join(disks)}" if disks else "")
 
     with progress.step(f"Starting {len(state.nodes)} Docker engines") as step:
         started = []

@@ -20,8 +20,10 @@ from node_agent.lab.layout import LabError
 from node_agent.lab.main import main
 from node_agent.lab.state import LabState, NodeState, save_state
 
-FAULT_NAMES = ["kill-node", "restore-node", "partition", "heal", "stop-agent", "start-agent", "restart-docker"]
+FAULT_NAMES = ["kill-node", "restore-node", "partition", "heal", "stop-agent", "start-agent", "restart-docker",
+               "memory-pressure", "disk-pressure", "relieve"]
 WAITING = {"restore-node", "heal", "start-agent"}
+SIZED = {"memory-pressure", "disk-pressure"}
 
 
 def _name() -> str:
@@ -55,6 +57,7 @@ def run(lab: LabState, *args: str) -> int:
 def test_every_fault_is_a_subcommand_and_only_the_undoing_ones_wait() -> None:
     assert [f.name for f in chaos.FAULTS] == FAULT_NAMES
     assert {f.name for f in chaos.FAULTS if f.waits} == WAITING
+    assert {f.name for f in chaos.FAULTS if f.sized} == SIZED
 
 
 def test_chaos_alone_prints_its_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +70,8 @@ def test_chaos_alone_prints_its_help_and_fails(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize("argv", [
     ["chaos", "kill-node"],  # no NODE
     ["chaos", "kill-node", "1", "2"],  # two of them
-    ["chaos", "memory-pressure", "1"],  # issue 6's eviction work, not here
+    ["chaos", "memory-pressure", "1", "--wait", "5"],  # nothing to wait for
+    ["chaos", "relieve", "1", "--size", "1Gi"],  # nothing to size
     ["chaos", "kill-node", "1", "--name", "Bad_Name"],
     ["chaos", "kill-node", "1", "--wait", "5"],  # nothing to wait for
     ["chaos", "heal", "1", "--wait", "soon"],
@@ -167,3 +171,24 @@ def test_restore_node_of_a_lab_without_its_namespace_points_to_lab_up(
     assert run(lab, "restore-node", "3") == 1
     err = " ".join(capsys.readouterr().err.split())
     assert f"the namespace skiff-{lab.name}-3 of {lab.name}-node-3 is gone" in err
+
+
+@root_only
+def test_pressure_without_a_running_agent_needs_a_size_or_an_agent(lab: LabState,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(lab, "memory-pressure", "1") == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the agent of {lab.name}-node-1 has no --memory or no memory.available threshold; give --size" in err
+    assert run(lab, "disk-pressure", "1", "--size", "lots") == 1
+    assert "--size 'lots'" in " ".join(capsys.readouterr().err.split())
+    assert run(lab, "disk-pressure", "1") == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"does not exist: the agent of {lab.name}-node-1 has not run yet" in err
+
+
+@root_only
+def test_relieve_of_a_node_without_pressure_says_so(lab: LabState, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(lab, "relieve", "2") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{lab.name}-node-2 has no chaos pressure to relieve" in out
+    assert "undo:" not in out
