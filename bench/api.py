@@ -19,6 +19,11 @@ clients are split over N processes, so that one client process's CPU is not the 
 Run from the repository root:
 
     .venv/bin/python -m bench.api [--dir .] [--seconds 5] [--clients 50] [--processes 1]
+        [--storage sqlite|etcd|sqlite,etcd] [--etcd-members 1]
+
+``--storage etcd`` runs the server on a local etcd started under --dir (``--etcd-members``
+of them); ``--storage sqlite,etcd`` runs the whole benchmark once per store, one after the
+other, and prints the figures side by side.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ import aiohttp
 import yaml
 
 try:
+    from bench.etcd_local import LocalEtcd, etcd_store_rate, side_by_side, start_etcd
     from bench.store_fsync import fsync_floor, store_rate
 except ModuleNotFoundError:  # run as a script: bench/ itself is on sys.path
+    from etcd_local import LocalEtcd, etcd_store_rate, side_by_side, start_etcd  # type: ignore[no-redef]
     from store_fsync import fsync_floor, store_rate  # type: ignore[no-redef]
 
 READY_TIMEOUT = 60.0
@@ -108,12 +115,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], Target]:
+def start_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], Target]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "wb")  # stays open as long as the server runs
     proc = subprocess.Popen([*skiff_command(), "server", "--data-dir", str(data_dir), "--port", str(port),
-                             "--bind-address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+                             "--bind-address", "127.0.0.1", "--cluster-dns-port", "0", *extra_args], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     kubeconfig = data_dir / "admin.kubeconfig"
     deadline = time.monotonic() + READY_TIMEOUT
@@ -248,15 +255,26 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--processes", type=int, default=1, help="client processes sharing the clients")
     parser.add_argument("--keep", action="store_true", help="keep the data dir (and server.log)")
+    parser.add_argument("--storage", default="sqlite",
+                        help="sqlite, etcd (a local etcd started under --dir), or sqlite,etcd: both, side by side")
+    parser.add_argument("--etcd-members", type=int, default=1, help="members of the local etcd cluster")
     args = parser.parse_args()
+    if "," in args.storage:
+        raise SystemExit(side_by_side(__file__, sys.argv[1:], args.storage.split(",")))
 
     tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-api-", dir=args.dir)).resolve()
     proc: subprocess.Popen[bytes] | None = None
+    etcd: LocalEtcd | None = None
     try:
         floor = fsync_floor(tmp / "floor.db", 3.0, VALUE.encode())
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; data dir {tmp}")
         print(f"fsync floor (raw SQLite, WAL, synchronous=FULL, 1 row/commit): {floor:,.0f} commits/s")
-        proc, target = start_server(tmp / "server")
+        store_args: tuple[str, ...] = ()
+        if args.storage == "etcd":
+            etcd = start_etcd(tmp / "etcd", args.etcd_members)
+            store_args = ("--storage", "etcd", "--etcd-servers", ",".join(etcd.endpoints))
+            print(f"store: etcd, {args.etcd_members} member(s) on 127.0.0.1, data under {tmp / 'etcd'}")
+        proc, target = start_server(tmp / "server", store_args)
         asyncio.run(prepare(target))
         print(f"{args.clients} concurrent clients over HTTPS (keep-alive), {args.processes} client process(es), "
               f"{args.seconds:.0f}s per phase")
@@ -278,16 +296,23 @@ def main() -> None:
               f"target >= {TARGET_WRITES:,.0f}: {'met' if writes >= TARGET_WRITES else 'NOT met'}")
         print(f"mutating p99: {mutating_p99:.1f} ms; target <= {TARGET_MUTATING_P99_MS:.0f} ms: "
               f"{'met' if mutating_p99 <= TARGET_MUTATING_P99_MS else 'NOT met'}")
-        store_writes, per_commit = asyncio.run(store_rate(tmp / "store.db", args.clients, args.seconds,
-                                                          VALUE.encode()))
-        print(f"SQLiteStore alone, {args.clients} writers (no HTTP): {store_writes:,.0f} durable writes/s "
-              f"({per_commit:.1f} writes per commit) = {store_writes / floor:.2f} x the floor")
+        if etcd is not None:
+            store_writes = asyncio.run(etcd_store_rate(etcd.endpoints, args.clients, args.seconds, VALUE.encode()))
+            print(f"EtcdStore alone, {args.clients} writers (no HTTP): {store_writes:,.0f} durable writes/s "
+                  f"= {store_writes / floor:.2f} x the floor")
+        else:
+            store_writes, per_commit = asyncio.run(store_rate(tmp / "store.db", args.clients, args.seconds,
+                                                              VALUE.encode()))
+            print(f"SQLiteStore alone, {args.clients} writers (no HTTP): {store_writes:,.0f} durable writes/s "
+                  f"({per_commit:.1f} writes per commit) = {store_writes / floor:.2f} x the floor")
         print(f"create/get p50 ratio: {results['create'].percentile_ms(50) / results['get'].percentile_ms(50):.1f}; "
               f"list/get p50 ratio: {results['list'].percentile_ms(50) / results['get'].percentile_ms(50):.1f}; "
               f"mean latency create {1000 * statistics.fmean(results['create'].latencies or [0]):.1f} ms")
     finally:
         if proc is not None:
             stop_server(proc)
+        if etcd is not None:
+            etcd.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:

@@ -1,7 +1,8 @@
 """Benchmark: pods scheduled per second over hollow nodes, end to end through the API.
 
-Starts ``skiff server --controllers ''`` on 127.0.0.1 in a temporary data dir, creates
-N hollow nodes (Node objects with capacity, allocatable and Ready, plus their Leases in
+Starts ``skiff server --controllers '' --disable-scheduler --cluster-dns-port 0`` (the
+API server alone: the scheduler that binds is the bench's) on 127.0.0.1 in a temporary
+data dir, creates N hollow nodes (Node objects with capacity, allocatable and Ready, plus their Leases in
 kube-node-lease; no agents), then runs the scheduler in this process while a driver
 process creates M pods through the API (concurrent clients over pooled connections)
 and watches them get bound. Pods belong to --owners ReplicaSet-like owners (ownerReferences
@@ -13,7 +14,17 @@ Prints:
 - the scheduler's own decisions/s: decisions / time spent deciding (filters, scores,
   assume), measured inside the scheduler;
 - CPU seconds per pod of the API server, the scheduler and the driver (from /proc), and
-  the binding latency (created -> bound) percentiles, to show where the time goes.
+  the binding latency (created -> bound) percentiles, to show where the time goes;
+- the API requests served per pod (from the server's /metrics: creates, bindings, the
+  scheduler's events, which are best-effort and dropped when its queue is full) and the
+  server's CPU per request, which compares runs that wrote different numbers of events.
+
+The bench's processes run with the garbage-collector settings of ``skiff server`` (where
+the scheduler runs by default). On a shared machine, compare variants in one sitting:
+``--server-source DIR`` runs the server from another checkout (e.g. a copy of the code
+before a change) and ``--server-profile OUT`` samples it with py-spy (raw stacks;
+``--server-profile-gil``: only samples holding the GIL), whose proportions stay
+meaningful under load when rates do not.
 
 With --precreate the pods are all created first and the scheduler started afterwards:
 that measures scheduling + binding alone (pods/s from scheduler start to last bound).
@@ -32,10 +43,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +64,7 @@ except ModuleNotFoundError:  # run as a script: bench/ itself is on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.api import cpu_seconds, free_port, skiff_command, stop_server
 
+from control_plane.api.server import GC_THRESHOLDS
 from control_plane.scheduler.scheduler import Scheduler
 from control_plane.scheduler.settings import SchedulerSettings
 from skiff.client.api import ApiClient
@@ -65,14 +79,17 @@ TARGET_PODS_PER_SECOND = 1000.0
 # ---- the server --------------------------------------------------------------------
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_server(data_dir: Path, source: Path | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    """``source``: run the server from that checkout instead (A/B comparisons on a busy machine)."""
     port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(source)) if source is not None else None
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "wb")  # stays open as long as the server runs
     proc = subprocess.Popen([*skiff_command(), "server", "--data-dir", str(data_dir), "--port", str(port),
-                             "--bind-address", "127.0.0.1", "--controllers", "",
+                             "--bind-address", "127.0.0.1", "--controllers", "", "--disable-scheduler",
+                             "--cluster-dns-port", "0",
                              "--max-requests-inflight", "2000", "--max-mutating-requests-inflight", "1000"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     kubeconfig = data_dir / "admin.kubeconfig"
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
@@ -207,8 +224,17 @@ async def drive(kubeconfig: Path, pods: int, owners: list[str], clients: int, cr
     return result
 
 
+def tune_gc() -> None:
+    """The collector settings ``skiff server`` runs with (see control_plane.api.server.gc_ctx):
+    the scheduler runs in the server's process by default, and the driver is only load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def driver_main(kubeconfig: str, pods: int, owners: list[str], clients: int, create: bool, watch_rv: str,
                 ready: Any, out: Any) -> None:
+    tune_gc()
     result = asyncio.run(drive(Path(kubeconfig), pods, owners, clients, create, watch_rv, ready))
     out.put(asdict(result))
 
@@ -224,8 +250,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def bench(args: argparse.Namespace, data_dir: Path) -> None:
+    tune_gc()
     t0 = time.monotonic()
-    server, kubeconfig = start_server(data_dir)
+    server, kubeconfig = start_server(data_dir, args.server_source)
     try:
         print(f"server up in {time.monotonic() - t0:.1f}s (pid {server.pid}, data {data_dir})")
         t0 = time.monotonic()
@@ -246,6 +273,8 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
                 print(f"{args.pods} pods pre-created in {time.monotonic() - t0:.1f}s")
             driver = ctx.Process(target=driver_main, args=(str(kubeconfig), args.pods, owners, args.clients,
                                                            not args.precreate, watch_rv, ready, out))
+            spy = start_py_spy(server.pid, args.server_profile, args.server_profile_gil) if args.server_profile else None
+            requests0 = await request_counts(client)
             server_cpu0 = cpu_seconds(server.pid)
             sched_cpu0 = time.process_time()
             driver.start()
@@ -264,6 +293,9 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
                 profiler.dump_stats(args.profile)
             driver.join()
             server_cpu = cpu_seconds(server.pid) - server_cpu0
+            if spy is not None:
+                stop_py_spy(spy)
+            requests1 = await request_counts(client)
             sched_cpu = time.process_time() - sched_cpu0
             stats = scheduler.stats
             events = scheduler.recorder.written, scheduler.recorder.dropped
@@ -292,10 +324,29 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
         print(f"created -> bound:        p50 {1000 * percentile(result.latencies, 50):.0f} ms, "
               f"p99 {1000 * percentile(result.latencies, 99):.0f} ms")
     n = max(result.bound, 1)
+    served = {k: v - requests0.get(k, 0) for k, v in requests1.items() if v - requests0.get(k, 0) > 0}
+    total_requests = sum(served.values())
+    print(f"API requests:            {total_requests} = {total_requests / n:.2f} per pod ("
+          + ", ".join(f"{verb} {resource} {count}" for (verb, resource), count in sorted(served.items())) + f"); "
+          f"{1000 * server_cpu / max(total_requests, 1):.2f} API server CPU ms per request")
     print(f"CPU ms per pod:          API server {1000 * server_cpu / n:.2f}, scheduler {1000 * sched_cpu / n:.2f}, "
           f"driver {1000 * result.cpu_seconds / n:.2f} (the machine has {os.cpu_count()} CPUs)")
     print(f"=> the API server alone could serve at most ~{n / server_cpu:,.0f} pods/s on one core; "
           f"the scheduler process ~{n / sched_cpu:,.0f} pods/s")
+
+
+async def request_counts(client: ApiClient) -> dict[tuple[str, str], float]:
+    """apiserver_request_total by (verb, resource), from the server's /metrics."""
+    text = await client.request("GET", "/metrics", accept="text/plain")
+    counts: dict[tuple[str, str], float] = {}
+    for line in str(text).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{"):].rpartition("} ")
+        labels = dict(part.split("=", 1) for part in labels_text.split(","))
+        key = (labels.get("verb", "").strip('"'), labels.get("resource", "").strip('"'))
+        counts[key] = counts.get(key, 0) + float(value)
+    return counts
 
 
 async def report_progress(scheduler: Scheduler, started: float, every: float) -> None:
@@ -308,6 +359,24 @@ async def report_progress(scheduler: Scheduler, started: float, every: float) ->
         seen = s.decisions + sum(scheduler.queue.counts().values())
         print(f"  t={time.monotonic() - started:5.1f}s  pending seen {seen:6d}  decided {s.decisions:6d}  "
               f"bound {s.bound:6d}  bindings queued {scheduler.bindings_queued:5d}", flush=True)
+
+
+def start_py_spy(pid: int, out: Path, gil_only: bool) -> subprocess.Popen[bytes]:
+    """Sample the server's stacks (py-spy, raw format: one folded stack and count a line)
+    until ``stop_py_spy``; proportions stay meaningful on a loaded machine."""
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy if spy.exists() else "py-spy"), "record", "-p", str(pid), "-f", "raw",
+                             "-o", str(out), "--nonblocking", *(["--gil"] if gil_only else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def precreate_main(kubeconfig: str, pods: int, owners: list[str], clients: int) -> None:
@@ -330,6 +399,12 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=None, help="where the temporary data dir goes")
     p.add_argument("--keep", action="store_true", help="keep the data dir (server.log) afterwards")
     p.add_argument("--profile", type=Path, default=None, help="write a cProfile of the scheduler process here")
+    p.add_argument("--server-profile", type=Path, default=None,
+                   help="sample the API server with py-spy during the pod phase; raw stacks written here")
+    p.add_argument("--server-profile-gil", action="store_true",
+                   help="with --server-profile: only samples holding the GIL (the Python work that serializes)")
+    p.add_argument("--server-source", type=Path, default=None,
+                   help="run the server from this source tree (PYTHONPATH), e.g. a copy of the code before a change")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,8 @@ from control_plane.controllers.settings import settings_from_args as controller_
 from control_plane.controllers.settings import use_settings as use_controller_settings
 from control_plane.dns.cluster_dns import ClusterDns
 from control_plane.scheduler.main import SCHEDULER_FACTORY
+from control_plane.storage.etcd import EtcdStore
+from control_plane.storage.interface import Store
 from control_plane.storage.sqlite import SQLiteStore
 from skiff.client.api import ApiClient
 from skiff.client.kubeconfig import load_kubeconfig
@@ -56,6 +58,15 @@ def add_server_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
                    help="serve cluster DNS on this port of the bind address, UDP and TCP (0: no cluster DNS)")
     p.add_argument("--cluster-dns", default="10.96.0.10", help="ClusterIP of the kube-dns Service")
     p.add_argument("--cluster-domain", default="cluster.local", help="the domain cluster DNS serves")
+    p.add_argument("--storage", choices=("sqlite", "etcd"), default="sqlite",
+                   help="sqlite: embedded in DATA_DIR (one server); etcd: an etcd cluster (several servers)")
+    p.add_argument("--etcd-servers", default="", help="etcd members to use, comma-separated http(s)://host:port")
+    p.add_argument("--etcd-cafile", default=None, help="CA file that signed etcd's serving certificates")
+    p.add_argument("--etcd-certfile", default=None, help="client certificate for etcd (its --client-cert-auth)")
+    p.add_argument("--etcd-keyfile", default=None, help="key of --etcd-certfile")
+    p.add_argument("--etcd-prefix", default="",
+                   help="prepended to every etcd key (keys are /registry/<group>/<resource>/...); clusters "
+                        "sharing an etcd each need their own, none a prefix of another's")
     p.add_argument("-v", "--verbose", action="store_true")
     add_controller_settings_arguments(p)  # the in-process controller manager's flags
     p.set_defaults(func=run)
@@ -72,6 +83,9 @@ def settings_from_args(args: argparse.Namespace,
         node_port_range=(int(low), int(high)), max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight, extra_sans=list(args.tls_san),
         cluster_dns_port=args.cluster_dns_port, cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain,
+        storage=args.storage, etcd_servers=[u for u in args.etcd_servers.split(",") if u],
+        etcd_cafile=args.etcd_cafile, etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,
+        etcd_prefix=args.etcd_prefix,
         **({} if controllers is None else {
             "default_not_ready_toleration_seconds": controllers.node_lifecycle.default_not_ready_toleration_seconds,
             "default_unreachable_toleration_seconds":
@@ -96,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_store(settings: ApiServerSettings) -> Store:
+    """The store ``--storage`` names (not started yet)."""
+    if settings.storage == "etcd":
+        return EtcdStore(settings.etcd_servers, prefix=settings.etcd_prefix, ca_file=settings.etcd_cafile,
+                         cert_file=settings.etcd_certfile, key_file=settings.etcd_keyfile,
+                         compaction_window=settings.compaction_window)
+    return SQLiteStore(str(settings.data_dir / "state.db"), compaction_window=settings.compaction_window)
+
+
 async def serve(settings: ApiServerSettings, controllers: list[str], scheduler: bool = True) -> None:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -107,7 +130,7 @@ async def serve(settings: ApiServerSettings, controllers: list[str], scheduler: 
     pki = ensure_pki(data / "pki", hosts)
     token = ensure_token_file(data / "tokens.csv")
     authn = TokenAuthenticator.from_file(data / "tokens.csv")
-    store = SQLiteStore(str(data / "state.db"), compaction_window=settings.compaction_window)
+    store = open_store(settings)
     app = build_app(settings, store, authn)
     app[KUBELET_CLIENT] = KubeletClient.from_pki(data / "pki", pki)  # pods/log, pods/exec to node agents
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

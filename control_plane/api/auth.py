@@ -46,6 +46,8 @@ class TokenAuthenticator:
 
 
 def is_anonymous_path(path: str) -> bool:
+    if not path.startswith(ANONYMOUS_PATHS):  # one call for the common case: every other request
+        return False
     return any(path == p or path.startswith(p + "/") for p in ANONYMOUS_PATHS)
 
 

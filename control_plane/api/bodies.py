@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from control_plane.api import errors, protobuf, schema
+from control_plane.api import errors, json_codec, protobuf, schema
 from skiff.api.resources import ResourceType
 
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' default max request body
@@ -70,7 +69,7 @@ def parse_document(data: bytes, content_type: str) -> Any:
     """JSON (also with no Content-Type: the Python client sends none), YAML or Kubernetes protobuf."""
     if content_type in JSON_TYPES:
         try:
-            doc = json.loads(data, parse_constant=_reject_constant)
+            doc = json_codec.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
         return scrub_surrogates(doc) if b"\\u" in data or b"\\U" in data else doc

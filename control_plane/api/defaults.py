@@ -112,14 +112,41 @@ def _canonical_resource_list(resources: Obj | None) -> None:
     for name, raw in list(resources.items()):
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             continue
-        try:
-            value, fmt = parse_quantity(raw), quantity_format(raw)
-            with decimal.localcontext() as ctx:
-                ctx.prec = 2100
-                rounded = (value * 1000).to_integral_value(rounding=decimal.ROUND_CEILING) / 1000
-            resources[name] = format_quantity(rounded, fmt)
-        except (QuantityError, decimal.DecimalException):
-            continue
+        canonical = _canonical_quantity(raw)
+        if canonical is not None:
+            resources[name] = canonical
+
+
+_CANONICAL_CACHE_SIZE = 4096
+_canonical_cache: dict[str, str | None] = {}
+
+
+def _canonical_quantity(raw: str | int | float) -> str | None:
+    """``raw`` rounded up to milli precision and printed as Quantity does; None when it
+    is not a quantity. Short strings are remembered: the same few values ("100m",
+    "128Mi") recur in every pod."""
+    if not isinstance(raw, str) or len(raw) > 64:
+        return _round_quantity(raw)
+    try:
+        return _canonical_cache[raw]
+    except KeyError:
+        pass
+    canonical = _round_quantity(raw)
+    if len(_canonical_cache) >= _CANONICAL_CACHE_SIZE:
+        _canonical_cache.clear()
+    _canonical_cache[raw] = canonical
+    return canonical
+
+
+def _round_quantity(raw: str | int | float) -> str | None:
+    try:
+        value, fmt = parse_quantity(raw), quantity_format(raw)
+        with decimal.localcontext() as ctx:
+            ctx.prec = 2100
+            rounded = (value * 1000).to_integral_value(rounding=decimal.ROUND_CEILING) / 1000
+        return format_quantity(rounded, fmt)
+    except (QuantityError, decimal.DecimalException):
+        return None
 
 
 def _default_http_get(handler: Obj | None) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import os
 import random
-import uuid
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +16,20 @@ from typing import Any
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole seconds, as Kubernetes' metav1.Time; the last second's string is reused
+    (every write of a burst stamps the same few seconds)."""
+    global _last_stamp
+    second = math.floor(ts)
+    if ts - second >= 0.9999995:  # datetime rounds this to the next second's microsecond
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    last = _last_stamp
+    if last[0] != second:
+        last = _last_stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return last[1]
 
 
 def parse_rfc3339(value: str) -> float | None:
@@ -25,8 +39,25 @@ def parse_rfc3339(value: str) -> float | None:
         return None
 
 
+_UID_BATCH = 256
+_uid_random = b""
+_uid_offset = 0
+_uid_lock = threading.Lock()
+
+
 def new_uid() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as ``str(uuid.uuid4())``; the random bytes come from
+    os.urandom in batches rather than one system call per object."""
+    global _uid_random, _uid_offset
+    with _uid_lock:
+        if _uid_offset >= len(_uid_random):
+            _uid_random, _uid_offset = os.urandom(16 * _UID_BATCH), 0
+        b = bytearray(_uid_random[_uid_offset:_uid_offset + 16])
+        _uid_offset += 16
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def generate_name(prefix: str) -> str:

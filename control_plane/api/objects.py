@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from control_plane.api import errors
+from control_plane.api import errors, json_codec
 from control_plane.api.admission import DEFAULT_TOLERATION_SECONDS, default_tolerations
 from control_plane.api.allocators import AllocationError, ServiceAllocators
 from control_plane.api.defaults import apply_defaults
@@ -27,6 +27,7 @@ from control_plane.api.namespace_cache import NamespaceCache
 from control_plane.api.patch import apply_patch
 from control_plane.api.strategies import Strategy, strategy_for
 from control_plane.api.validation import validate, validate_status_update
+from control_plane.api.watch_cache import EventCache
 from control_plane.storage.interface import (
     CompactedError,
     FutureRevisionError,
@@ -98,7 +99,7 @@ class DeleteOptions:
 
 
 def decode(kv: KeyValue) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads(kv.value)
+    obj: dict[str, Any] = json_codec.loads(kv.value, json_nesting=False)  # stored: json read it before
     obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
     return obj
 
@@ -106,7 +107,7 @@ def decode(kv: KeyValue) -> dict[str, Any]:
 def encode(obj: dict[str, Any]) -> bytes:
     stored = dict(obj)
     stored["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
-    return json.dumps(stored, separators=(",", ":")).encode()
+    return json_codec.dumps(stored)
 
 
 def matches(rt: ResourceType, obj: dict[str, Any], opts: ListOptions) -> bool:
@@ -144,6 +145,7 @@ class Objects:
         self.clock = clock
         self._strategies: dict[str, Strategy] = {}
         self.namespaces: NamespaceCache | None = None  # set once the server has started it
+        self.event_cache = EventCache()  # shared by the watches
 
     def strategy(self, rt: ResourceType) -> Strategy:
         key = rt.resource_prefix

@@ -18,6 +18,13 @@ class ApiServerSettings:
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
     compaction_window: int = 100_000  # revisions of history kept for watches
+    # The store: "sqlite" (embedded, DATA_DIR/state.db) or "etcd" (kube-apiserver's --etcd-* flags).
+    storage: str = "sqlite"
+    etcd_servers: list[str] = field(default_factory=list)  # http(s)://host:port of the members
+    etcd_cafile: str | None = None  # CA of etcd's serving certificates
+    etcd_certfile: str | None = None  # client certificate and key, for etcd's --client-cert-auth
+    etcd_keyfile: str | None = None
+    etcd_prefix: str = ""  # prepended to every key (keys are /registry/<group>/<resource>/...)
     extra_sans: list[str] = field(default_factory=list)
     # DefaultTolerationSeconds admission (kube-apiserver's flags of the same names)
     default_not_ready_toleration_seconds: int = 300
@@ -38,6 +45,7 @@ class ApiServerSettings:
 
     def validate(self) -> None:
         """Raise ValueError naming the flag whose value cannot work."""
+        self.validate_storage()
         if not 0 <= self.cluster_dns_port <= 65535:
             raise ValueError(f"--cluster-dns-port {self.cluster_dns_port}: not a port number (0 disables DNS)")
         if self.cluster_dns_port:
@@ -53,3 +61,17 @@ class ApiServerSettings:
         labels = self.cluster_domain.strip(".").split(".")
         if not all(labels) or any(len(label) > 63 for label in labels):
             raise ValueError(f"--cluster-domain {self.cluster_domain!r}: not a domain name")
+
+    def validate_storage(self) -> None:
+        if self.storage not in ("sqlite", "etcd"):
+            raise ValueError(f"--storage {self.storage!r}: must be sqlite or etcd")
+        if self.storage != "etcd":
+            return
+        if not self.etcd_servers:
+            raise ValueError("--storage etcd needs --etcd-servers URL[,URL...]")
+        for url in self.etcd_servers:
+            scheme, sep, rest = url.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+                raise ValueError(f"--etcd-servers {url!r}: not an http:// or https:// URL")
+        if bool(self.etcd_certfile) != bool(self.etcd_keyfile):
+            raise ValueError("--etcd-certfile and --etcd-keyfile go together")

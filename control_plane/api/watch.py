@@ -14,7 +14,6 @@ Semantics (Kubernetes' "resourceVersion semantics" for watch):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 from control_plane.api import errors
 from control_plane.api.objects import ListOptions, Objects, matches
+from control_plane.api.watch_cache import EventCache
 from control_plane.storage.interface import CompactedError, StoreError, WatchEvent
 from skiff.api.resources import ResourceType
 
@@ -41,6 +41,11 @@ class WatchOptions:
 
 
 Event = tuple[str, dict[str, Any]]
+# (type, object, the object's JSON when already encoded: shared by the watchers of a store event)
+Item = tuple[str, dict[str, Any], bytes | None]
+
+INITIAL_BATCH = 500  # initial ADDED events sent per write
+MAX_BATCH = 1000  # store events taken per write, at most
 
 
 def error_event(err: errors.ApiError) -> Event:
@@ -58,6 +63,9 @@ class WatchStream:
         self.opts = opts
         self.clock = clock
         self.last_revision = 0
+        self.cache: EventCache = objects.event_cache
+        lo = opts.list_options
+        self._selective = lo.label_selector is not None or lo.field_selector is not None
 
     def validate(self) -> None:
         o = self.opts
@@ -83,6 +91,14 @@ class WatchStream:
         return "BOOKMARK", {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": md}
 
     async def events(self) -> AsyncIterator[Event]:
+        """The events one by one (objects of store events are shared by all watchers: read-only)."""
+        async for batch in self.batches():
+            for etype, obj, _ in batch:
+                yield etype, obj
+
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        """The events in order, in batches of those ready at once (a server writes each
+        batch at once: one TLS record and one send instead of one per event)."""
         lo = self.opts.list_options
         rv = lo.resource_version
         initial = self.opts.send_initial_events
@@ -94,23 +110,30 @@ class WatchStream:
                 label_selector=lo.label_selector, field_selector=lo.field_selector))
             start = int(listed["metadata"]["resourceVersion"])
             self.last_revision = start
-            for obj in listed["items"]:
-                yield "ADDED", obj
+            items = listed["items"]
+            for i in range(0, len(items), INITIAL_BATCH):
+                yield [("ADDED", obj, None) for obj in items[i:i + INITIAL_BATCH]]
             if self.opts.send_initial_events:
-                yield self._bookmark({INITIAL_EVENTS_END: "true"})
+                yield [self._item(self._bookmark({INITIAL_EVENTS_END: "true"}))]
         else:
             try:
                 start = int(rv)
             except ValueError:
                 raise errors.bad_request(f"invalid resourceVersion: {rv!r}") from None
             self.last_revision = start
-        async for event in self._follow(start):
-            yield event
+        async for batch in self._follow(start):
+            yield batch
 
-    async def _follow(self, start: int) -> AsyncIterator[Event]:
+    @staticmethod
+    def _item(event: Event) -> Item:
+        return event[0], event[1], None
+
+    async def _follow(self, start: int) -> AsyncIterator[list[Item]]:
         deadline = self.clock() + self.opts.timeout_seconds
         watch = self.objects.store.watch(self.rt.list_prefix(self.namespace), start)
         it = watch.__aiter__()
+        # Events the store has ready beyond the first awaited one (its WatchStream can say).
+        take_ready: Callable[[int], list[WatchEvent]] | None = getattr(it, "take_ready", None)
         next_event: asyncio.Task[WatchEvent] | None = None
         try:
             while True:
@@ -123,7 +146,7 @@ class WatchStream:
                 done, _ = await asyncio.wait({next_event}, timeout=wait)
                 if not done:
                     if self.opts.allow_bookmarks and remaining > wait:
-                        yield self._bookmark()
+                        yield [self._item(self._bookmark())]
                     continue
                 task, next_event = next_event, None
                 try:
@@ -131,15 +154,22 @@ class WatchStream:
                 except StopAsyncIteration:
                     return
                 except CompactedError as e:
-                    yield error_event(errors.gone(f"too old resource version: {start} ({e.compacted})"))
+                    yield [self._item(error_event(errors.gone(f"too old resource version: {start} ({e.compacted})")))]
                     return
                 except StoreError as e:  # e.g. this watcher fell too far behind: the client re-watches
                     log.info("ending watch on %s: %s", self.rt.plural, e)
                     return
-                self.last_revision = store_event.revision
-                converted = self._convert(store_event)
-                if converted is not None:
-                    yield converted
+                store_events = [store_event]
+                if take_ready is not None:
+                    store_events += take_ready(MAX_BATCH - 1)
+                batch: list[Item] = []
+                for ev in store_events:
+                    self.last_revision = ev.revision
+                    item = self._convert(ev)
+                    if item is not None:
+                        batch.append(item)
+                if batch:
+                    yield batch
         finally:
             if next_event is not None:
                 next_event.cancel()
@@ -150,28 +180,37 @@ class WatchStream:
                 except (StopAsyncIteration, RuntimeError, StoreError):
                     pass
 
-    def _convert(self, ev: WatchEvent) -> Event | None:
-        lo = self.opts.list_options
-        new = _decode(ev.value, ev.revision) if ev.value is not None else None
-        old = _decode(ev.prev_value, ev.revision) if ev.prev_value is not None else None
-        new_ok = new is not None and matches(self.rt, new, lo)
-        old_ok = old is not None and matches(self.rt, old, lo)
-        if ev.type == "DELETE":
-            return ("DELETED", old) if old_ok and old is not None else None
-        if new is None:
+    def _convert(self, ev: WatchEvent) -> Item | None:
+        kind = self._kind(ev)
+        if kind is None:
             return None
-        if new_ok and old is None:
-            return "ADDED", new
+        etype, previous = kind
+        cache = self.cache
+        return etype, cache.object(ev, previous), cache.encoded(ev, previous)
+
+    def _kind(self, ev: WatchEvent) -> tuple[str, bool] | None:
+        """(event type, whether it carries the previous value) or None when the watcher
+        does not see the change."""
+        if not self._selective:  # everything matches: no need to look inside
+            if ev.type == "DELETE":
+                return ("DELETED", True) if ev.prev_value is not None else None
+            if ev.value is None:
+                return None
+            return ("ADDED", False) if ev.prev_value is None else ("MODIFIED", False)
+        lo = self.opts.list_options
+        cache = self.cache
+        new_ok = ev.value is not None and matches(self.rt, cache.object(ev, False), lo)
+        old_ok = ev.prev_value is not None and matches(self.rt, cache.object(ev, True), lo)
+        if ev.type == "DELETE":
+            return ("DELETED", True) if old_ok else None
+        if ev.value is None:
+            return None
+        if new_ok and ev.prev_value is None:
+            return "ADDED", False
         if new_ok and old_ok:
-            return "MODIFIED", new
+            return "MODIFIED", False
         if new_ok:
-            return "ADDED", new
+            return "ADDED", False
         if old_ok:
-            return "DELETED", new  # left the selection: its latest state, as Kubernetes sends
+            return "DELETED", False  # left the selection: its latest state, as Kubernetes sends
         return None
-
-
-def _decode(raw: bytes, revision: int) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads(raw)
-    obj["metadata"]["resourceVersion"] = str(revision)
-    return obj

@@ -1,7 +1,8 @@
 """The embedded store: SQLite in WAL mode, fsync on every commit, group commit.
 
 Writes go through one writer thread (``sqlite_writer``) and return once committed;
-reads run on a small pool of read-only connections (``sqlite_reads``); watches are
+reads run on a small pool of read-only connections (``sqlite_reads``), except gets of
+recently written keys, answered from the committed writes kept in memory; watches are
 served by a ``WatchHub`` fed with each committed batch, falling back to the revision
 log for history older than its ring buffer.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import sqlite3
+from collections import OrderedDict
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -34,6 +36,7 @@ class SQLiteStore:
         max_watch_backlog: int = 10_000,  # a watcher this far behind is cut off
         read_workers: int = 4,
         max_batch: int = 1000,  # operations per commit at most
+        latest_size: int = 10_000,  # recently written keys whose current value is kept in memory
     ):
         self._path = path
         self._compaction_window = compaction_window
@@ -41,6 +44,12 @@ class SQLiteStore:
         self._read_workers = read_workers
         self._max_batch = max_batch
         self._hub = WatchHub(self._load_history, ring_size=ring_size, max_backlog=max_watch_backlog)
+        # The current value of recently written keys, from the committed batches as they are
+        # published: a get of one of them needs no read from the database. Filled only from
+        # published writes (never from reads, which may be older), so it is never stale: a
+        # write is published before it is acknowledged.
+        self._latest: OrderedDict[str, KeyValue] = OrderedDict()
+        self._latest_size = latest_size
         self._reads: reads.ReadPool | None = None
         self._writer: GroupCommitWriter | None = None
 
@@ -65,6 +74,7 @@ class SQLiteStore:
             revision, compacted, recent = await self._reads.run(partial(reads.recent_events, count=self._ring_size))
         except BaseException:
             conn.close()
+            self._reads.stop()
             await asyncio.to_thread(self._reads.close)
             self._reads = None
             raise
@@ -90,6 +100,7 @@ class SQLiteStore:
         self._hub.close()
         pool, self._reads = self._reads, None
         if pool is not None:
+            pool.stop()
             await asyncio.to_thread(pool.close)
 
     @property
@@ -112,6 +123,10 @@ class SQLiteStore:
         )
 
     async def get(self, key: str) -> KeyValue | None:
+        latest = self._latest.get(key)
+        if latest is not None:
+            self._pool()  # closed is closed, cached or not
+            return latest
         return await self._pool().run(partial(reads.get, key=key))
 
     async def list(self, prefix: str, *, revision: int = 0, start_key: str = "", limit: int = 0) -> ListResult:
@@ -152,6 +167,7 @@ class SQLiteStore:
         """On the loop: publish a committed batch to watchers, then answer its writers,
         so a writer that saw its revision can watch from it and find its own event."""
         self._hub.compacted_revision = batch.compacted
+        self._remember(batch.events)
         self._hub.publish(batch.events)
         for future, outcome in batch.results:
             if future.done():
@@ -160,6 +176,17 @@ class SQLiteStore:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _remember(self, events: builtins.list[WatchEvent]) -> None:
+        latest = self._latest
+        for ev in events:
+            if ev.type == "DELETE" or ev.value is None:
+                latest.pop(ev.key, None)
+            else:
+                latest[ev.key] = KeyValue(ev.key, ev.value, ev.create_revision, ev.revision)
+                latest.move_to_end(ev.key)
+        while len(latest) > self._latest_size:
+            latest.popitem(last=False)
 
     async def _load_history(self, prefix: str, after: int, up_to: int, limit: int) -> builtins.list[WatchEvent]:
         return await self._pool().run(partial(reads.load_events, prefix=prefix, after=after, up_to=up_to, limit=limit))

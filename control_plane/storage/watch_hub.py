@@ -238,6 +238,28 @@ class WatchStream:
             self._loaded_to = self._replay_to
         return sub
 
+    def take_ready(self, limit: int) -> list[WatchEvent]:
+        """At most ``limit`` of the events the next ``__anext__`` calls would return at once,
+        without waiting; [] when the next one needs a wait, a history read or an error
+        (which the next ``__anext__`` then does or raises). Lets a consumer handle all
+        that a published batch brought in one go."""
+        out: list[WatchEvent] = []
+        sub = self._sub
+        if self._done or sub is None:
+            return out
+        while len(out) < limit:
+            if self._replay:
+                event = self._replay.popleft()
+            elif self._loaded_to < self._replay_to or sub.overflowed or not sub.events:
+                break
+            else:
+                event = sub.events.popleft()
+                if event.revision <= self._last:
+                    continue  # as _next: a live event the start revision covers
+            self._last = event.revision
+            out.append(event)
+        return out
+
     async def _next(self) -> WatchEvent:
         sub = self._sub or self._start()
         while True:

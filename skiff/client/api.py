@@ -22,6 +22,7 @@ from typing import Any, Literal
 import aiohttp
 
 from skiff.api.resources import REGISTRY, ResourceType
+from skiff.client import json_codec
 from skiff.client.backoff import RetryPolicy, Sleep, default_sleep
 from skiff.client.errors import ApiConnectionError, ApiStatusError, error_from_status
 from skiff.client.kubeconfig import ClientConfig
@@ -166,7 +167,7 @@ class ApiClient:
             elif isinstance(body, str):
                 data = body.encode()
             else:
-                data = json.dumps(body).encode()
+                data = json_codec.dumps(body)
                 content_type = content_type or "application/json"
         retriable = method in IDEMPOTENT_METHODS if retry is None else retry
         attempts = self.retry.attempts if retriable else 1
@@ -233,7 +234,7 @@ class ApiClient:
             if not raw:
                 return None
             if "json" in (resp.content_type or ""):
-                return json.loads(raw)
+                return json_codec.loads(raw, json_nesting=False)
             return raw.decode(resp.charset or "utf-8", errors="replace")
 
     # ---- typed verbs -----------------------------------------------------------------
@@ -327,7 +328,7 @@ class ApiClient:
         params = {"dryRun": "All" if dry_run else None, "fieldManager": field_manager, "force": force}
         result: dict[str, Any] = await self.request(
             "PATCH", rt.path(self._namespace(rt, namespace), name, subresource), params=params,
-            body=json.dumps(patch).encode(), content_type=PATCH_CONTENT_TYPES[patch_type])
+            body=json_codec.dumps(patch), content_type=PATCH_CONTENT_TYPES[patch_type])
         return result
 
     async def delete(self, rt: ResourceArg, name: str, namespace: str | None = None,

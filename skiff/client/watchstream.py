@@ -6,8 +6,9 @@ hold several events, so bytes are buffered until a newline completes a line.
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
+
+from skiff.client import json_codec
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -32,16 +33,14 @@ class NdjsonDecoder:
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> list[Any]:
-        self._buffer.extend(chunk)
-        out: list[Any] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return out
-            line = bytes(self._buffer[:end]).strip()
-            del self._buffer[: end + 1]
-            if line:
-                out.append(_loads(line))
+        buffer = self._buffer
+        buffer.extend(chunk)
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return []
+        complete = bytes(buffer[:end])
+        del buffer[: end + 1]  # once per chunk: a chunk may carry hundreds of events
+        return [_loads(line) for line in (raw.strip() for raw in complete.split(b"\n")) if line]
 
     def close(self) -> list[Any]:
         """Whatever a stream that ended without a final newline left behind."""
@@ -56,7 +55,7 @@ class NdjsonDecoder:
 
 def _loads(line: bytes) -> Any:
     try:
-        return json.loads(line)
+        return json_codec.loads(line, json_nesting=False)
     except ValueError as exc:
         raise StreamDecodeError(f"malformed watch event ({exc}): {line[:200]!r}") from exc
 

@@ -89,8 +89,9 @@ class Watch:
     task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, session: aiohttp.ClientSession, path: str, params: dict[str, str]) -> Watch:
-        resp = await session.get(path, params={"watch": "true", **params},
+    async def open(cls, session: aiohttp.ClientSession, path: str, params: dict[str, str],
+                   headers: dict[str, str] | None = None) -> Watch:
+        resp = await session.get(path, params={"watch": "true", **params}, headers=headers,
                                  timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
         if resp.status != 200:
             text = await resp.text()
@@ -279,6 +280,48 @@ async def test_label_change_turns_into_deleted(session: aiohttp.ClientSession, n
     # The DELETED for leaving the selection carries the object's new state, as Kubernetes sends it.
     assert events[2]["object"]["metadata"]["labels"] == {"app": "db"}
     assert events[2]["object"]["data"] == {"v": "2"}
+
+
+async def test_watchers_in_different_forms_each_get_their_own(session: aiohttp.ClientSession, namespace: str,
+                                                               watches: list[Watch]) -> None:
+    """Watchers of one resource share each event's decoding and encoding: a plain watch, a
+    label-selected one and a Table one still see exactly their own events, unaltered."""
+    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    start_rv = (await ok(session, "GET", collection))["metadata"]["resourceVersion"]
+    params = {"resourceVersion": start_rv, "timeoutSeconds": "120"}
+    plain, selected, table = await asyncio.gather(
+        Watch.open(session, collection, params),
+        Watch.open(session, collection, {**params, "labelSelector": "app=web"}),
+        Watch.open(session, collection, params, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}))
+    watches.extend([plain, selected, table])
+
+    names = [f"cm-{i}" for i in range(10)]
+    labels = {name: {"app": "web" if i % 2 else "db"} for i, name in enumerate(names)}
+    written: list[Event] = []
+    for verb, version in (("POST", "0"), ("PUT", "1"), ("DELETE", "")):  # each step concurrent: shared commits
+        async def one(name: str, verb: str = verb, version: str = version) -> None:
+            path = collection if verb == "POST" else f"{collection}/{name}"
+            obj = await ok(session, verb, path, None if verb == "DELETE" else configmap(name, labels[name], v=version))
+            kind = {"POST": "ADDED", "PUT": "MODIFIED", "DELETE": "DELETED"}[verb]
+            written.append((kind, name, int(obj["metadata"]["resourceVersion"])))
+        await asyncio.gather(*(one(name) for name in names))
+    expected = sorted(written, key=lambda e: e[2])
+    deadline = time.monotonic() + EVENT_DEADLINE
+
+    events = await plain.wait_for(len(expected), deadline, "plain watch")
+    assert [summarize(e) for e in events] == expected
+    for event in events:
+        obj = event["object"]
+        assert obj["kind"] == "ConfigMap" and obj["data"]["v"] in ("0", "1"), event
+        assert obj["metadata"]["labels"] == labels[obj["metadata"]["name"]], event
+
+    web = [e for e in expected if labels[e[1]] == {"app": "web"}]
+    assert [summarize(e) for e in await selected.wait_for(len(web), deadline, "selected watch")] == web
+
+    rows = await table.wait_for(len(expected), deadline, "table watch")
+    assert [e["object"]["kind"] for e in rows] == ["Table"] * len(expected)
+    assert rows[0]["object"]["columnDefinitions"] and not any(e["object"]["columnDefinitions"] for e in rows[1:])
+    assert [(e["type"], e["object"]["rows"][0]["cells"][0]) for e in rows] == [(t, n) for t, n, _ in expected]
 
 
 # ---- compaction: an in-process server with a tiny window --------------------------

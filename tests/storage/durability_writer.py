@@ -1,7 +1,9 @@
-"""Child process of test_durability: eight coroutines write to a SQLiteStore and print
-each write only after the store acknowledged it, until the parent kills it (-9).
+"""Child process of test_durability: eight coroutines write to a store and print each
+write only after the store acknowledged it, until the parent kills it (-9) or the
+store fails under it (the parent killed every etcd member).
 
-Usage: python durability_writer.py DB_PATH ROUND
+Usage: python durability_writer.py sqlite DB_PATH ROUND
+       python durability_writer.py etcd ENDPOINTS PREFIX ROUND
 Prints "ready", then lines "PUT|DELETE KEY REVISION VALUE".
 """
 
@@ -11,9 +13,12 @@ import asyncio
 import sys
 
 from control_plane.storage import SQLiteStore
+from control_plane.storage.etcd import EtcdStore
+
+Store = SQLiteStore | EtcdStore
 
 
-async def write_forever(store: SQLiteStore, round_: int, writer: int) -> None:
+async def write_forever(store: Store, round_: int, writer: int) -> None:
     mod_revisions: dict[str, int] = {}
     i = 0
     while True:
@@ -34,11 +39,16 @@ async def write_forever(store: SQLiteStore, round_: int, writer: int) -> None:
         i += 1
 
 
-async def main(path: str, round_: int) -> None:
-    async with SQLiteStore(path, compaction_window=10**9) as store:
+async def main(argv: list[str]) -> None:
+    store: Store
+    if argv[0] == "sqlite":
+        store, round_ = SQLiteStore(argv[1], compaction_window=10**9), int(argv[2])
+    else:
+        store, round_ = EtcdStore(argv[1], prefix=argv[2], compaction_window=10**9), int(argv[3])
+    async with store:
         print("ready", flush=True)
         await asyncio.gather(*(write_forever(store, round_, n) for n in range(8)))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1:]))

@@ -83,6 +83,9 @@ class _FailingCommits:
             raise sqlite3.OperationalError("disk I/O error")
         return self._conn.execute(sql, *args)
 
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, rows)
+
     def close(self) -> None:
         self._conn.close()
 

@@ -48,42 +48,80 @@ def _json_name(value: Any) -> str:
 def decode(model: str, obj: Any) -> Decoded:
     """Check ``obj`` against ``model``; returns a pruned copy and what was wrong."""
     out = Decoded(obj=None)
-    out.obj = _decode(model, obj, "", out)
+    out.obj = _decode(model, obj, None, out)
     return out
 
 
-def _decode(type_name: str, value: Any, path: str, out: Decoded) -> Any:
+# A value's path, built only when a problem is reported: None at the root, else
+# (parent, how, step) with how one of _FIELD (".name", no dot at the root), _INDEX
+# ("[i]") or _MAP_KEY (".key", a dot even at the root), as Kubernetes' decoder prints it.
+FieldPath = tuple[Any, int, Any] | None
+_FIELD, _INDEX, _MAP_KEY = 0, 1, 2
+
+
+def _render(path: FieldPath) -> str:
+    if path is None:
+        return ""
+    parent, how, step = path
+    head = _render(parent)
+    if how == _FIELD:
+        return f"{head}.{step}" if head else str(step)
+    if how == _INDEX:
+        return f"{head}[{step}]"
+    return f"{head}.{step}"
+
+
+# What a type name means: (_ANY, None), (_LIST, inner), (_MAP, inner), (_PRIMITIVE, name), (_MODEL, fields).
+_ANY, _LIST, _MAP, _PRIMITIVE, _MODEL = range(5)
+
+
+@cache
+def _type(type_name: str) -> tuple[int, Any]:
+    if type_name == "any":
+        return _ANY, None
+    if type_name.startswith("list["):
+        return _LIST, type_name[5:-1]
+    if type_name.startswith("map["):
+        return _MAP, type_name[4:-1]
+    if type_name in _GO_NAMES:
+        return _PRIMITIVE, type_name
+    return _MODEL, type_name
+
+
+def _decode(type_name: str, value: Any, path: FieldPath, out: Decoded) -> Any:
     if value is None:
         return None
-    if type_name == "any":
-        return value
-    if type_name.startswith("list["):
-        if not isinstance(value, list):
-            return _wrong(value, path, "[]" + type_name[5:-1], out)
-        inner = type_name[5:-1]
-        return [_decode(inner, v, f"{path}[{i}]", out) for i, v in enumerate(value)]
-    if type_name.startswith("map["):
+    kind, arg = _type(type_name)
+    if kind == _MODEL:
         if not isinstance(value, dict):
-            return _wrong(value, path, "map[string]" + type_name[4:-1], out)
-        inner = type_name[4:-1]
-        return {k: _decode(inner, v, f"{path}.{k}" if inner not in _GO_NAMES else path, out)
-                for k, v in value.items()}
-    if type_name in _GO_NAMES:
-        return _primitive(type_name, value, path, out)
+            return _wrong(value, path, type_name, out)
+        fields: dict[str, str] = _schema()["models"][arg]
+        result = {}
+        for key, item in value.items():
+            field_type = fields.get(key)
+            if field_type is None:
+                out.unknown.append(_render((path, _FIELD, key)))
+                continue
+            # Strings are the common case: no call for them.
+            result[key] = item if type(item) is str and field_type == "str" else _decode(
+                field_type, item, (path, _FIELD, key), out)
+        return result
+    if kind == _PRIMITIVE:
+        return _primitive(arg, value, path, out)
+    if kind == _ANY:
+        return value
+    if kind == _LIST:
+        if not isinstance(value, list):
+            return _wrong(value, path, "[]" + arg, out)
+        return [_decode(arg, v, (path, _INDEX, i), out) for i, v in enumerate(value)]
     if not isinstance(value, dict):
-        return _wrong(value, path, type_name, out)
-    fields: dict[str, str] = _schema()["models"][type_name]
-    result = {}
-    for key, item in value.items():
-        sub = f"{path}.{key}" if path else key
-        if key not in fields:
-            out.unknown.append(sub)
-            continue
-        result[key] = _decode(fields[key], item, sub, out)
-    return result
+        return _wrong(value, path, "map[string]" + arg, out)
+    if arg in _GO_NAMES:
+        return {k: _decode(arg, v, path, out) for k, v in value.items()}
+    return {k: _decode(arg, v, (path, _MAP_KEY, k), out) for k, v in value.items()}
 
 
-def _primitive(type_name: str, value: Any, path: str, out: Decoded) -> Any:
+def _primitive(type_name: str, value: Any, path: FieldPath, out: Decoded) -> Any:
     ok: bool
     if type_name == "str" or type_name == "datetime":
         ok = isinstance(value, str)
@@ -101,7 +139,8 @@ def _primitive(type_name: str, value: Any, path: str, out: Decoded) -> Any:
     return value if ok else _wrong(value, path, type_name, out)
 
 
-def _wrong(value: Any, path: str, expected: str, out: Decoded) -> None:
+def _wrong(value: Any, path: FieldPath, expected: str, out: Decoded) -> None:
     go = _GO_NAMES.get(expected, expected)
-    out.type_errors.append(f"json: cannot unmarshal {_json_name(value)} into Go struct field {path or '.'} of type {go}")
+    out.type_errors.append(f"json: cannot unmarshal {_json_name(value)} into Go struct field {_render(path) or '.'} "
+                           f"of type {go}")
     return None

@@ -140,8 +140,11 @@ class ErrorList(list[Cause]):
 
 # --- typed reads -------------------------------------------------------------------------
 
+_RANGES = {bits: (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (INT32, INT64)}
+
+
 def _bits_range(bits: int) -> tuple[int, int]:
-    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return _RANGES.get(bits) or (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
 
 def opt_str(errs: ErrorList, obj: Obj, name: str, path: str) -> str | None:
@@ -173,7 +176,14 @@ def as_int(errs: ErrorList, value: Any, path: str, bits: int = INT32) -> int | N
 
 
 def opt_int(errs: ErrorList, obj: Obj, name: str, path: str, bits: int = INT32) -> int | None:
-    return as_int(errs, obj.get(name), child(path, name), bits)
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) is int:  # the common case, without building the path
+        lo, hi = _bits_range(bits)
+        if lo <= value <= hi:
+            return value
+    return as_int(errs, value, child(path, name), bits)
 
 
 def opt_bool(errs: ErrorList, obj: Obj, name: str, path: str) -> bool | None:
@@ -209,6 +219,13 @@ def get_list(errs: ErrorList, obj: Obj, name: str, path: str) -> list[Any]:
 
 def dict_items(errs: ErrorList, obj: Obj, name: str, path: str) -> Iterator[tuple[int, Obj, str]]:
     """(index, item, item path) for a list of objects; other items are type errors."""
+    value = obj.get(name)
+    if value is None or (type(value) is list and not value):
+        return iter(())  # most optional lists are absent: no paths to build
+    return _dict_items(errs, obj, name, path)
+
+
+def _dict_items(errs: ErrorList, obj: Obj, name: str, path: str) -> Iterator[tuple[int, Obj, str]]:
     list_path = child(path, name)
     for i, item in enumerate(get_list(errs, obj, name, path)):
         item_path = index(list_path, i)

@@ -6,6 +6,7 @@ callers turn each into an ``Invalid value`` cause on their own field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -86,6 +87,25 @@ def _matches(pattern: re.Pattern[str], value: str) -> bool:
     return pattern.fullmatch(value) is not None
 
 
+REMEMBERED = 4096  # answers kept per check
+REMEMBERED_MAX_LENGTH = 256  # longer values are checked every time (and never kept)
+
+
+def _remembered(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """``check`` with its answers remembered: the same names (label keys, namespaces,
+    owner kinds) recur in every object. Each call still gets a list of its own."""
+    cached = functools.lru_cache(maxsize=REMEMBERED)(lambda value: tuple(check(value)))
+
+    @functools.wraps(check)
+    def remembered(value: str) -> list[str]:
+        if type(value) is str and len(value) <= REMEMBERED_MAX_LENGTH:
+            return list(cached(value))
+        return check(value)
+
+    return remembered
+
+
+@_remembered
 def is_dns1123_label(value: str) -> list[str]:
     errs = []
     if len(value) > DNS1123_LABEL_MAX:
@@ -98,6 +118,7 @@ def is_dns1123_label(value: str) -> list[str]:
     return errs
 
 
+@_remembered
 def is_dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if len(value) > DNS1123_SUBDOMAIN_MAX:
@@ -116,6 +137,7 @@ def is_dns1035_label(value: str) -> list[str]:
     return errs
 
 
+@_remembered
 def is_qualified_name(value: str) -> list[str]:
     """Label keys, annotation keys, finalizers, resource names: ``[prefix/]name``."""
     errs: list[str] = []
@@ -142,6 +164,7 @@ def is_qualified_name(value: str) -> list[str]:
     return errs
 
 
+@_remembered
 def is_label_value(value: str) -> list[str]:
     errs = []
     if len(value) > LABEL_VALUE_MAX:

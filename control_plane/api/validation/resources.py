@@ -29,11 +29,36 @@ def read_quantity(errs: ErrorList, value: Any, path: str) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         errs.type_invalid(path, value, "string")
         return None
+    parsed = _parse_cached(value) if isinstance(value, str) and len(value) <= 64 else _parse(value)
+    if isinstance(parsed, str):
+        errs.invalid(path, value, parsed)
+        return None
+    return parsed
+
+
+_PARSED_CACHE_SIZE = 4096
+_parsed_cache: dict[str, Decimal | str] = {}
+
+
+def _parse(value: str | int | float) -> Decimal | str:
+    """The quantity, or why it is not one."""
     try:
         return parse_quantity(value)
     except QuantityError as e:
-        errs.invalid(path, value, str(e))
-        return None
+        return str(e)
+
+
+def _parse_cached(value: str) -> Decimal | str:
+    """``_parse``, remembered: the same few strings ("100m", "128Mi") recur in every pod."""
+    try:
+        return _parsed_cache[value]
+    except KeyError:
+        pass
+    parsed = _parse(value)
+    if len(_parsed_cache) >= _PARSED_CACHE_SIZE:
+        _parsed_cache.clear()
+    _parsed_cache[value] = parsed
+    return parsed
 
 
 def canonical(raw: Any) -> str:
