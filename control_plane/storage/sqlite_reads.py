@@ -35,7 +35,6 @@ class ReadPool:
 
     def __init__(self, path: str, workers: int = 4):
         self._path = path
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Read] = []
         self._queue: queue.SimpleQueue[list[Read] | None] = queue.SimpleQueue()
         self._conns: list[sqlite3.Connection] = []
@@ -49,9 +48,7 @@ class ReadPool:
     async def run(self, read: Callable[[sqlite3.Connection], T]) -> T:
         if self._stopped:
             raise StoreError(f"store {self._path} is closed")
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._hand_over)
@@ -103,9 +100,9 @@ class ReadPool:
             self._post(results)
 
     def _post(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-        loop = self._loop
-        if loop is None:
+        if not results:
             return
+        loop = results[0][0].get_loop()  # the reads of a batch come from one loop iteration
         try:
             loop.call_soon_threadsafe(_deliver, results)
         except RuntimeError:
