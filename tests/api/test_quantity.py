@@ -145,7 +145,9 @@ def test_canonicalize_quantity(text: str | int, canonical: str, fmt: str) -> Non
 def test_format_then_parse_is_identity_for_whole_numbers(n: int, fmt: str) -> None:
     text = format_quantity(Decimal(n), fmt)
     assert parse_quantity(text) == n
-    assert canonicalize_quantity(text) == text or fmt == DECIMAL_EXPONENT
+    # A BinarySI number that is no multiple of 1024 formats without a suffix ("5000", as Kubernetes'
+    # Quantity.String() does); read back, a suffix-less number is DecimalSI, whose canonical form is "5k".
+    assert canonicalize_quantity(text) == text or fmt == DECIMAL_EXPONENT or quantity_format(text) != fmt
 
 
 @given(st.decimals(min_value=-(10**12), max_value=10**12, places=9, allow_nan=False, allow_infinity=False))
