@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
-import re
 from dataclasses import dataclass, field
+
+from skiff.api.durations import duration_flag
 
 ALL_CONTROLLERS = "*"
 
@@ -110,26 +111,7 @@ def use_settings(settings: ControllerManagerSettings) -> None:
 
 # ---- flags ------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1m30s``, ``500ms``, ``40s``) or plain seconds -> seconds."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 40s, 5m, 500ms)")
-    return total
+parse_duration = duration_flag  # the flags take Go durations or plain seconds
 
 
 def _bool(text: str) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from control_plane.leaderelection import LeaderElectionSettings, run_with_leader_election
 from control_plane.scheduler.scheduler import Scheduler, default_identity
 from control_plane.scheduler.settings import SchedulerSettings
+from skiff.api.durations import duration_flag
 from skiff.client.api import ApiClient
 from skiff.client.kubeconfig import load_kubeconfig
 
@@ -35,16 +36,7 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
 
 
-def _seconds(value: str) -> float:
-    """A duration as kube-scheduler takes it: ``15s``, ``500ms``, ``1m`` or plain seconds."""
-    text = value.strip()
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * factor
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {value!r}") from None
+_seconds = duration_flag  # kube-scheduler's durations: 15s, 500ms, 1m, or plain seconds
 
 
 def add_scheduler_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,11 +9,11 @@ and ``100%`` switch a threshold off, a quantity must be positive.
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from skiff.api.durations import parse_go_duration
 from skiff.api.quantity import BINARY_SI, DECIMAL_SI, QuantityError, format_quantity, parse_quantity, quantity_format
 
 if TYPE_CHECKING:
@@ -159,25 +159,7 @@ def _statements(text: str, flag: str) -> list[Threshold]:
     return out
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1m30s``, ``500ms``, ``0``) -> seconds; ValueError otherwise."""
-    text = text.strip()
-    if text in ("0", "+0", "-0"):
-        return 0.0
-    body = text.lstrip("+-")
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(body):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not body or pos != len(body):
-        raise ValueError(f"invalid duration {text!r} (e.g. 10s, 1m30s, 5m0s)")
-    return -total if text.startswith("-") else total
+parse_duration = parse_go_duration
 
 
 def _grace_periods(text: str) -> dict[str, float]:

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from skiff.api.durations import duration_flag
 
 if TYPE_CHECKING:
     from node_agent.settings import AgentSettings
 
 MODES = ("iptables", "ipvs")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1s``, ``500ms``, ``1m30s``) or plain seconds -> seconds."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 1s, 30s, 500ms)")
-    return total
+parse_duration = duration_flag  # the flags take Go durations or plain seconds
 
 
 @dataclass(frozen=True)
