@@ -21,10 +21,15 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
 async def read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise errors.too_large("Request entity too large: limit is 3145728")
-    data = await request.content.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise errors.too_large("Request entity too large: limit is 3145728")
-    return data
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end of the body.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_BODY + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise errors.too_large("Request entity too large: limit is 3145728")
+    return b"".join(chunks)
 
 
 def media_type(request: web.Request) -> str:

@@ -601,3 +601,35 @@ def test_random_updates_and_patches_never_cause_5xx(api_server: ApiServer, fuzz_
                                                     request: tuple[str, str, str, bytes]) -> None:
     method, path, content_type, body = request
     assert_no_server_error(api_server, (method, path.format(ns=fuzz_namespace), content_type, body))
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(api_server: ApiServer, namespace: str) -> None:
+    """The server reads a request body to its end, however the client's writes split it
+    (kubectl's larger bodies arrive in several TLS records)."""
+    import socket
+
+    assert api_server._ssl is not None
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pieces"},
+                       "data": {"k": "v" * 5000}}).encode()
+    head = (f"POST /api/v1/namespaces/{namespace}/configmaps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {api_server.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", api_server.port), timeout=10) as raw, \
+            api_server._ssl.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(head + body[:100])
+        # a server that parsed the first piece alone would have answered by now (400): it must wait
+        conn.settimeout(0.5)
+        try:
+            early = conn.recv(1)
+        except (TimeoutError, ssl.SSLError):
+            early = b""
+        assert early == b"", "the server answered before the body was complete"
+        conn.settimeout(10)
+        conn.sendall(body[100:])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    status_line = reply.split(b"\r\n", 1)[0]
+    assert b" 201 " in status_line, reply[:500]
+    stored = api_server.get(f"/api/v1/namespaces/{namespace}/configmaps/pieces").json()
+    assert stored["data"]["k"] == "v" * 5000
